@@ -1,0 +1,1 @@
+"""Subcommands of `solora-node`; each module exposes register(subparsers)."""
