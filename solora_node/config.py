@@ -96,7 +96,8 @@ class FederationSection(_Section):
 
 class ModelSection(_Section):
     base: str = Field(
-        "default", description="'default' (embedded SmolLM2-135M), 'tiny' (tests) or a local HF folder"
+        "default",
+        description="'default' (embedded SmolLM2-135M), 'tiny' (tests) or a local HF folder",
     )
     cache_dir: Path = Field(
         Path(os.path.expanduser("~/.cache/solora-node")),
@@ -236,10 +237,24 @@ class NodeConfig(_Section):
         return self
 
 
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    """Field names valid at the parent of `loc`, to tell a typo what was meant."""
+    model: Any = NodeConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
 def _format_problem(error: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     where = loc or "config"
+    if error.get("type") == "extra_forbidden":
+        allowed = _allowed_fields(tuple(error.get("loc", ())))
+        return f"{where}: unknown field; expected one of {', '.join(allowed)}"
     if "input" in error and error.get("type") not in ("missing",) and loc:
         shown = repr(error["input"])
         if len(shown) > 60:
@@ -316,11 +331,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError([f"{path}: not valid YAML{where}: expected a mapping of sections"]) from None
+        raise ConfigError(
+            [f"{path}: not valid YAML{where}: expected a mapping of sections"]
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{path}: top level must be a mapping of sections, got {type(data).__name__}"])
+        kind = type(data).__name__
+        raise ConfigError([f"{path}: top level must be a mapping of sections, got {kind}"])
     return data
 
 

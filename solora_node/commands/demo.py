@@ -8,7 +8,9 @@ from solora_node.errors import NotBuiltYet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="a local federation on this machine (not available yet)")
+    parser = subparsers.add_parser(
+        "demo", help="a local federation on this machine (not available yet)"
+    )
     parser.set_defaults(handler=handle)
 
 

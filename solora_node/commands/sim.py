@@ -8,7 +8,9 @@ from solora_node.errors import NotBuiltYet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("sim", help="in-process multi-device experiment (not available yet)")
+    parser = subparsers.add_parser(
+        "sim", help="in-process multi-device experiment (not available yet)"
+    )
     parser.set_defaults(handler=handle)
 
 
