@@ -1,0 +1,324 @@
+"""mDNS discovery: advertise this node as `_solora._tcp.local.` and feed the peers we
+hear about into a MembershipView.
+
+Event driven: the zeroconf browser calls us when a service appears, changes or
+says goodbye; we resolve it and report it. mDNS cannot tell that a node died
+without a goodbye (its records live for minutes), so liveness is left to the
+node's health checks (MembershipView.mark_alive / mark_failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import ipaddress
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import ifaddr
+from zeroconf import (
+    InterfaceChoice,
+    IPVersion,
+    NonUniqueNameException,
+    ServiceStateChange,
+    Zeroconf,
+)
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from solora_node.errors import SoloraError
+from solora_node.net.membership import MembershipView, PeerInfo
+
+log = logging.getLogger(__name__)
+
+SERVICE_TYPE = "_solora._tcp.local."
+RESOLVE_TIMEOUT_S = 3.0
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_LABEL_MAX = 63  # bytes in one DNS label
+
+InterfacesSetting = list[str] | Literal["all"]
+
+
+class DiscoveryError(SoloraError):
+    """mDNS cannot start: bad interface setting, sockets unavailable, or a name clash."""
+
+
+@dataclass(frozen=True)
+class Advertisement:
+    """What this node announces; ports are the ones actually bound (0 in config = ephemeral)."""
+
+    node_id: str
+    federation: str
+    task: str
+    grpc_port: int
+    metrics_port: int  # 0: no metrics endpoint
+    protocol: int
+    fingerprint: str
+    hosts: tuple[str, ...]
+
+    @property
+    def instance_name(self) -> str:
+        """One DNS label: readable node id plus a hash of (federation, id).
+
+        The hash keeps names unique across federations sharing a LAN and stands in
+        for characters ('.') that zeroconf cannot carry in an instance label.
+        """
+        digest = hashlib.sha256(f"{self.federation}/{self.node_id}".encode()).hexdigest()[:8]
+        readable = self.node_id.replace(".", "_")[: _LABEL_MAX - len(digest) - 1]
+        return f"{readable}-{digest}"
+
+    def txt(self) -> dict[str, str]:
+        return {
+            "id": self.node_id,
+            "fed": self.federation,
+            "task": self.task,
+            "grpc": str(self.grpc_port),
+            "metrics": str(self.metrics_port),
+            "proto": str(self.protocol),
+            "fp": self.fingerprint,
+        }
+
+    def as_peer(self) -> PeerInfo:
+        return PeerInfo(
+            node_id=self.node_id,
+            federation=self.federation,
+            task=self.task,
+            host=self.hosts[0] if self.hosts else "",
+            grpc_port=self.grpc_port,
+            metrics_port=self.metrics_port,
+            protocol=self.protocol,
+            fingerprint=self.fingerprint,
+            source="self",
+        )
+
+
+def zeroconf_interfaces(setting: InterfacesSetting) -> InterfaceChoice | list[str]:
+    """Config `discovery.interfaces` -> zeroconf's choice; names the bad entry if any."""
+    if setting == "all":
+        return InterfaceChoice.All
+    if not setting:
+        raise DiscoveryError("discovery.interfaces: expected 'all' or a non-empty address list")
+    for address in setting:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise DiscoveryError(
+                f"discovery.interfaces: {address!r} is not an IP address of an interface"
+            ) from None
+    return list(setting)
+
+
+def advertise_hosts(
+    advertise_host: str | None, listen_host: str, interfaces: InterfacesSetting
+) -> tuple[str, ...]:
+    """The addresses peers should dial, most specific setting first.
+
+    advertise_host > a concrete listen_host > the mDNS interface list > every
+    non-loopback address of this machine (loopback only if there is nothing else).
+    """
+    if advertise_host:
+        return (advertise_host,)
+    if not ipaddress.ip_address(listen_host).is_unspecified:
+        return (listen_host,)
+    if interfaces != "all":
+        return tuple(interfaces)
+    addresses: list[str] = []
+    loopback: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if not ip.is_IPv4:
+                continue  # IPv6 needs a scope id to be dialable; keep the TXT simple
+            assert isinstance(ip.ip, str)
+            (loopback if ipaddress.ip_address(ip.ip).is_loopback else addresses).append(ip.ip)
+    return tuple(addresses or loopback)
+
+
+def peer_from_txt(properties: dict[bytes, bytes | None], host: str) -> PeerInfo:
+    """Parse a TXT record into a PeerInfo; ValueError names what is wrong."""
+    txt: dict[str, str] = {}
+    for key, value in properties.items():
+        if value is not None:
+            txt[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    missing = [k for k in ("id", "fed", "task", "grpc", "metrics", "proto", "fp") if k not in txt]
+    if missing:
+        raise ValueError(f"TXT lacks {', '.join(missing)}")
+    if not _NODE_ID.match(txt["id"]):
+        raise ValueError(f"TXT id {txt['id']!r} is not a node id")
+    grpc, metrics, proto = (_int(txt, k) for k in ("grpc", "metrics", "proto"))
+    if not 0 < grpc < 65536 or not 0 <= metrics < 65536:
+        raise ValueError(f"TXT ports out of range (grpc={grpc}, metrics={metrics})")
+    return PeerInfo(
+        node_id=txt["id"],
+        federation=txt["fed"],
+        task=txt["task"],
+        host=host,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        protocol=proto,
+        fingerprint=txt["fp"],
+        source="mdns",
+    )
+
+
+def _int(txt: dict[str, str], key: str) -> int:
+    try:
+        return int(txt[key])
+    except ValueError:
+        raise ValueError(f"TXT {key}={txt[key]!r} is not an integer") from None
+
+
+class Discovery:
+    """Advertise and browse `_solora._tcp.local.` on the configured interfaces.
+
+    Usage: `await Discovery(advert, view, interfaces=cfg.discovery.interfaces).start()`,
+    membership changes arrive through `view.add_listener`, `await close()` sends
+    the goodbye. Must be started inside the event loop that runs the node.
+    """
+
+    def __init__(
+        self,
+        advert: Advertisement,
+        view: MembershipView,
+        *,
+        interfaces: InterfacesSetting,
+        resolve_timeout_s: float = RESOLVE_TIMEOUT_S,
+    ) -> None:
+        if not advert.hosts:
+            raise DiscoveryError("discovery: no address to advertise; set network.advertise_host")
+        self.advert = advert
+        self.view = view
+        self._interfaces = zeroconf_interfaces(interfaces)
+        self._resolve_timeout_ms = int(resolve_timeout_s * 1000)
+        self._zc: AsyncZeroconf | None = None
+        self._info: AsyncServiceInfo | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._resolving: dict[str, asyncio.Task[None]] = {}
+        self._node_of_name: dict[str, str] = {}
+
+    async def start(self) -> None:
+        ip_version = _ip_version(self._interfaces)
+        try:
+            self._zc = AsyncZeroconf(interfaces=self._interfaces, ip_version=ip_version)
+        except (OSError, RuntimeError) as exc:
+            raise DiscoveryError(f"discovery: cannot open mDNS sockets ({exc})") from None
+        advert = self.advert
+        self._info = AsyncServiceInfo(
+            SERVICE_TYPE,
+            f"{advert.instance_name}.{SERVICE_TYPE}",
+            port=advert.grpc_port,
+            properties=advert.txt(),
+            server=f"{advert.instance_name}.local.",
+            parsed_addresses=list(advert.hosts),
+        )
+        try:
+            announced = await self._zc.async_register_service(self._info)
+            await announced
+        except NonUniqueNameException:
+            await self._zc.async_close()
+            self._zc = None
+            raise DiscoveryError(
+                f"discovery: another node on this network advertises node id "
+                f"{advert.node_id!r} in federation {advert.federation!r}; node ids must be unique"
+            ) from None
+        self._browser = AsyncServiceBrowser(
+            self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service_state_change]
+        )
+        log.info(
+            "mDNS: advertising %s on %s (hosts %s)",
+            advert.instance_name,
+            "all interfaces" if self._interfaces is InterfaceChoice.All else self._interfaces,
+            ",".join(advert.hosts),
+        )
+
+    async def close(self) -> None:
+        """Stop browsing, send the goodbye, close the sockets; safe to call twice."""
+        if self._browser is not None:
+            await self._browser.async_cancel()
+            self._browser = None
+        tasks = list(self._resolving.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._resolving.clear()
+        if self._zc is not None:
+            zc, self._zc = self._zc, None
+            if self._info is not None:
+                # The first await queues the goodbye, the second waits until it is sent;
+                # closing before that would drop it and peers would keep us for minutes.
+                goodbye = await zc.async_unregister_service(self._info)
+                await goodbye
+            await zc.async_close()
+
+    async def __aenter__(self) -> Discovery:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _on_service_state_change(
+        self,
+        zeroconf: Zeroconf,
+        service_type: str,
+        name: str,
+        state_change: ServiceStateChange,
+    ) -> None:
+        # Runs in the event loop (AsyncServiceBrowser); resolving needs I/O, so it
+        # goes to a task, one per name: a newer event supersedes a pending resolve.
+        pending = self._resolving.pop(name, None)
+        if pending is not None:
+            pending.cancel()
+        if state_change is ServiceStateChange.Removed:
+            node_id = self._node_of_name.pop(name, None)
+            if node_id is not None:
+                log.info("mDNS: %s said goodbye", node_id)
+                self.view.goodbye(node_id)
+            return
+        task = asyncio.get_running_loop().create_task(self._resolve(name))
+        self._resolving[name] = task
+        task.add_done_callback(functools.partial(self._forget_task, name))
+
+    def _forget_task(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._resolving.get(name) is task:
+            del self._resolving[name]
+
+    async def _resolve(self, name: str) -> None:
+        if self._zc is None:
+            return
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        if not await info.async_request(self._zc.zeroconf, self._resolve_timeout_ms):
+            log.debug("mDNS: %s did not resolve within %d ms", name, self._resolve_timeout_ms)
+            return
+        hosts = info.parsed_scoped_addresses()
+        try:
+            if not hosts:
+                raise ValueError("no address records")
+            peer = peer_from_txt(info.properties, _preferred_host(hosts))
+        except ValueError as exc:
+            log.debug("mDNS: ignoring %s: %s", name, exc)
+            self.view.count_ignored("malformed", name)
+            return
+        if self.view.report(peer):
+            self._node_of_name[name] = peer.node_id
+        elif peer.node_id != self.advert.node_id:
+            log.debug("mDNS: ignoring %s (incompatible federation/fingerprint/protocol)", name)
+
+
+def _ip_version(interfaces: InterfaceChoice | list[str]) -> IPVersion:
+    if isinstance(interfaces, InterfaceChoice):
+        return IPVersion.V4Only
+    versions = {ipaddress.ip_address(a).version for a in interfaces}
+    if versions == {6}:
+        return IPVersion.V6Only
+    return IPVersion.All if versions == {4, 6} else IPVersion.V4Only
+
+
+def _preferred_host(hosts: Sequence[str]) -> str:
+    """IPv4 first: it needs no scope id to dial."""
+    for host in hosts:
+        if ":" not in host:
+            return host
+    return hosts[0]
