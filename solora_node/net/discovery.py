@@ -15,7 +15,7 @@ import hashlib
 import ipaddress
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -136,7 +136,7 @@ def advertise_hosts(
     return tuple(addresses or loopback)
 
 
-def peer_from_txt(properties: dict[bytes, bytes | None], host: str) -> PeerInfo:
+def peer_from_txt(properties: Mapping[bytes, bytes | None], host: str) -> PeerInfo:
     """Parse a TXT record into a PeerInfo; ValueError names what is wrong."""
     txt: dict[str, str] = {}
     for key, value in properties.items():

@@ -10,9 +10,10 @@ per test so that concurrent test runs on the same machine never see each other.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -95,89 +96,90 @@ async def _running(*adverts: Advertisement) -> AsyncIterator[list[_Node]]:
         await asyncio.gather(*(n.discovery.close() for n in nodes), return_exceptions=True)
 
 
-@contextmanager
-def _federation() -> Iterator[str]:
-    yield f"test-{uuid.uuid4().hex[:10]}"
+def _new_federation() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+def _knows(node: _Node, node_ids: set[str]) -> bool:
+    return node_ids <= set(node.view.peers())
 
 
 def test_nodes_find_each_other_with_txt_fields() -> None:
     async def scenario() -> None:
-        with _federation() as fed:
-            adverts = [_advert(f"n{i}.{fed}", fed, port=50001 + i) for i in range(3)]
-            async with _running(*adverts) as nodes:
-                for node in nodes:
-                    others = {a.node_id for a in adverts} - {node.advert.node_id}
-                    await node.until(
-                        lambda n=node, o=others: o <= set(n.view.peers()), "both peers seen"
-                    )
-                a, b = nodes[0], adverts[1]
-                seen = a.view.peer(b.node_id)
-                assert seen is not None
-                assert (seen.federation, seen.task, seen.fingerprint) == (
-                    b.federation,
-                    b.task,
-                    "fp-1",
-                )
-                assert (seen.host, seen.grpc_port, seen.metrics_port) == (
-                    "127.0.0.1",
-                    b.grpc_port,
-                    b.metrics_port,
-                )
-                assert (seen.protocol, seen.source) == (1, "mdns")
-                live = [p.node_id for p in a.view.live_members()]
-                assert live == sorted(x.node_id for x in adverts)  # self included
-                assert a.advert.node_id not in a.view.peers()  # never itself
+        fed = _new_federation()
+        adverts = [_advert(f"n{i}.{fed}", fed, port=50001 + i) for i in range(3)]
+        async with _running(*adverts) as nodes:
+            for node in nodes:
+                others = {a.node_id for a in adverts} - {node.advert.node_id}
+                await node.until(functools.partial(_knows, node, others), "both peers seen")
+            a, b = nodes[0], adverts[1]
+            seen = a.view.peer(b.node_id)
+            assert seen is not None
+            assert (seen.federation, seen.task, seen.fingerprint) == (
+                b.federation,
+                b.task,
+                "fp-1",
+            )
+            assert (seen.host, seen.grpc_port, seen.metrics_port) == (
+                "127.0.0.1",
+                b.grpc_port,
+                b.metrics_port,
+            )
+            assert (seen.protocol, seen.source) == (1, "mdns")
+            live = [p.node_id for p in a.view.live_members()]
+            assert live == sorted(x.node_id for x in adverts)  # self included
+            assert a.advert.node_id not in a.view.peers()  # never itself
 
     asyncio.run(scenario())
 
 
 def test_goodbye_removes_peer() -> None:
     async def scenario() -> None:
-        with _federation() as fed:
-            a, b = _advert("stay", fed, port=50011), _advert("leave", fed, port=50012)
-            async with _running(a, b) as (node_a, node_b):
-                await node_a.until(lambda: node_a.view.peer("leave") is not None, "peer seen")
-                await node_b.discovery.close()
-                await node_a.until(
-                    lambda: any(
-                        e.kind == "removed" and e.peer.node_id == "leave" for e in node_a.events
-                    ),
-                    "goodbye seen",
-                )
-                assert node_a.view.peer("leave") is None
+        fed = _new_federation()
+        a, b = _advert("stay", fed, port=50011), _advert("leave", fed, port=50012)
+        async with _running(a, b) as (node_a, node_b):
+            await node_a.until(lambda: node_a.view.peer("leave") is not None, "peer seen")
+            await node_b.discovery.close()
+            await node_a.until(
+                lambda: any(
+                    e.kind == "removed" and e.peer.node_id == "leave" for e in node_a.events
+                ),
+                "goodbye seen",
+            )
+            assert node_a.view.peer("leave") is None
 
     asyncio.run(scenario())
 
 
 def test_other_federation_and_fingerprint_ignored() -> None:
     async def scenario() -> None:
-        with _federation() as fed, _federation() as other:
-            mine = _advert("mine", fed, port=50021)
-            twin = _advert("twin", fed, port=50023)
-            foreign = _advert("foreign", other, port=50025)
-            mismatched = _advert("mismatched", fed, fingerprint="fp-2", port=50027)
-            async with _running(mine, twin, foreign, mismatched) as (node, *_):
-                await node.until(lambda: node.view.peer("twin") is not None, "same federation seen")
-                await _eventually(
-                    lambda: (
-                        "foreign" in node.view.ignored("federation")
-                        and "mismatched" in node.view.ignored("fingerprint")
-                    ),
-                    "foreign and mismatched peers ignored",
-                )
-                assert set(node.view.peers()) == {"twin"}
+        fed, other = _new_federation(), _new_federation()
+        mine = _advert("mine", fed, port=50021)
+        twin = _advert("twin", fed, port=50023)
+        foreign = _advert("foreign", other, port=50025)
+        mismatched = _advert("mismatched", fed, fingerprint="fp-2", port=50027)
+        async with _running(mine, twin, foreign, mismatched) as (node, *_):
+            await node.until(lambda: node.view.peer("twin") is not None, "same federation seen")
+            await _eventually(
+                lambda: (
+                    "foreign" in node.view.ignored("federation")
+                    and "mismatched" in node.view.ignored("fingerprint")
+                ),
+                "foreign and mismatched peers ignored",
+            )
+            assert set(node.view.peers()) == {"twin"}
 
     asyncio.run(scenario())
 
 
 def test_duplicate_node_id_refused() -> None:
     async def scenario() -> None:
-        with _federation() as fed:
-            async with _running(_advert("same", fed, port=50031)):
-                clash = _Node(_advert("same", fed, port=50033))
-                with pytest.raises(DiscoveryError, match="node ids must be unique"):
-                    await clash.discovery.start()
-                await clash.discovery.close()
+        fed = _new_federation()
+        async with _running(_advert("same", fed, port=50031)):
+            clash = _Node(_advert("same", fed, port=50033))
+            with pytest.raises(DiscoveryError, match="node ids must be unique"):
+                await clash.discovery.start()
+            await clash.discovery.close()
 
     asyncio.run(scenario())
 
