@@ -29,24 +29,35 @@ OTHER = "other"
 BYTE_KINDS = ("delta", "mask", "control")
 PEER_STATES = ("live", "suspect", "dead")
 APPLIED_KINDS = ("own", "foreign")
-EXCHANGE_FAILURE_REASONS = (
-    "timeout",  # deadline exceeded (chunk or exchange)
-    "unavailable",  # connection refused/reset, peer gone
-    "handshake",  # peer refused us or we refused it at handshake
-    "cancelled",  # shutdown or re-plan cancelled the exchange
-    "protocol",  # malformed or unexpected message
-    OTHER,
-)
-DELTA_REFUSAL_REASONS = (
-    "stale",  # older than topology.staleness_rounds
-    "task",  # task not expected from this peer (never mixed)
-    "mask",  # mask_id differs from the cluster's
-    "shape",  # layer set, dtype or shape mismatch
-    "non_finite",  # NaN or inf values
-    "norm",  # L2 norm above network.norm_bound
-    "checksum",  # payload does not match its checksum
-    "size",  # larger than network.max_delta_bytes
-    "peer",  # sender is not a planned neighbour or not allowed
+# The `reason` label of exchange failures and refused deltas: the lowercase
+# names of the wire's refusal vocabulary (solora_node.net.reasons.Reason, a
+# test keeps them equal; copied, not imported, so that metrics do not need the
+# generated protobuf modules), plus "other".
+REASONS = (
+    "incompatible_version",
+    "other_federation",
+    "fingerprint_mismatch",
+    "not_authorised",
+    "identity_mismatch",
+    "busy",
+    "unknown_task",
+    "shutting_down",
+    "protocol_error",
+    "wrong_shape",
+    "wrong_dtype",
+    "mask_mismatch",
+    "mask_unknown",
+    "not_finite",
+    "norm_too_large",
+    "too_large",
+    "stale_round",
+    "checksum_mismatch",
+    "truncated",
+    "malformed",
+    "bad_chunk",
+    "timeout",
+    "refused_by_store",
+    "unavailable",
     OTHER,
 )
 
@@ -78,8 +89,14 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 
 
-def _bounded(value: str, allowed: Iterable[str]) -> str:
-    return value if value in allowed else OTHER
+def _bounded(value: object, allowed: Iterable[str]) -> str:
+    """The label value for `value`: itself if allowed, else "other".
+
+    str-valued enums (net.reasons.Reason) are read by their value, since
+    str() of a (str, Enum) member is "Reason.TIMEOUT", not "timeout".
+    """
+    text = str(getattr(value, "value", value))
+    return text if text in allowed else OTHER
 
 
 class NodeMetrics:
@@ -152,9 +169,9 @@ class NodeMetrics:
             self._bytes_received.labels(kind=kind)
         for state in PEER_STATES:
             self._peers.labels(state=state)
-        for reason in EXCHANGE_FAILURE_REASONS:
+        for reason in REASONS:
             self._exchange_failures.labels(reason=reason)
-        for reason in DELTA_REFUSAL_REASONS:
+        for reason in REASONS:
             self._deltas_refused.labels(reason=reason)
         for kind in APPLIED_KINDS:
             self._deltas_applied.labels(kind=kind)
@@ -169,21 +186,21 @@ class NodeMetrics:
     def set_eval_accuracy(self, task: str, value: float) -> None:
         self._eval_accuracy.labels(task=_bounded(task, self.tasks)).set(value)
 
-    def add_bytes_sent(self, kind: str, count: int) -> None:
+    def add_bytes_sent(self, kind: object, count: int) -> None:
         self._bytes_sent.labels(kind=_bounded(kind, BYTE_KINDS)).inc(count)
 
-    def add_bytes_received(self, kind: str, count: int) -> None:
+    def add_bytes_received(self, kind: object, count: int) -> None:
         self._bytes_received.labels(kind=_bounded(kind, BYTE_KINDS)).inc(count)
 
     def set_peers(self, live: int, suspect: int, dead: int) -> None:
         for state, count in zip(PEER_STATES, (live, suspect, dead), strict=True):
             self._peers.labels(state=state).set(count)
 
-    def exchange_failed(self, reason: str) -> None:
-        self._exchange_failures.labels(reason=_bounded(reason, EXCHANGE_FAILURE_REASONS)).inc()
+    def exchange_failed(self, reason: object) -> None:
+        self._exchange_failures.labels(reason=_bounded(reason, REASONS)).inc()
 
-    def delta_refused(self, reason: str) -> None:
-        self._deltas_refused.labels(reason=_bounded(reason, DELTA_REFUSAL_REASONS)).inc()
+    def delta_refused(self, reason: object) -> None:
+        self._deltas_refused.labels(reason=_bounded(reason, REASONS)).inc()
 
     def delta_applied(self, kind: str, count: int = 1) -> None:
         if kind not in APPLIED_KINDS:

@@ -560,7 +560,8 @@ def plan_topology(
                 ranking=election_order(group),
                 graph=graph,
                 mixing=mixing,
-                spectral_gap=spectral_gap(mixing),
+                # Rounded like plan scores: the same view gives the same plan, bit for bit.
+                spectral_gap=round(spectral_gap(mixing), _SCORE_DECIMALS),
             )
         )
 
