@@ -1,0 +1,87 @@
+"""Split an encoded item into bounded chunks, and reassemble it with every bound checked."""
+
+from __future__ import annotations
+
+import hashlib
+
+from solora_node.net.reasons import Reason, WireError
+
+
+def split(data: bytes, chunk_bytes: int) -> list[memoryview]:
+    """At least one chunk (an empty item is one empty chunk), each at most chunk_bytes."""
+    if chunk_bytes <= 0:
+        raise ValueError("chunk_bytes must be positive")
+    view = memoryview(data)
+    if not view:
+        return [view]
+    return [view[i : i + chunk_bytes] for i in range(0, len(view), chunk_bytes)]
+
+
+def chunk_count(nbytes: int, chunk_bytes: int) -> int:
+    return max(1, -(-nbytes // chunk_bytes))
+
+
+class Reassembler:
+    """Collects the chunks of one offered item, in order, and checks size and checksum.
+
+    Memory grows only with bytes actually received (a declared size is a
+    promise, not an allocation), and never beyond the declared size.
+    """
+
+    def __init__(self, nbytes: int, sha256: bytes, *, max_bytes: int, max_chunk_bytes: int) -> None:
+        if nbytes > max_bytes:
+            raise WireError(Reason.TOO_LARGE, f"declared {nbytes} bytes, limit {max_bytes}")
+        self.nbytes = nbytes
+        self._expected_digest = sha256
+        self._max_chunk = max_chunk_bytes
+        self._parts: list[bytes] = []
+        self._received = 0
+        self._hash = hashlib.sha256()
+        self._total: int | None = None
+        self._next = 0
+
+    @property
+    def received(self) -> int:
+        return self._received
+
+    def add(self, index: int, total: int, data: bytes) -> bool:
+        """Take one chunk; True when the item is complete and verified."""
+        if self._total is None:
+            if total < 1 or total > max(1, self.nbytes):
+                raise WireError(
+                    Reason.BAD_CHUNK, f"total {total} impossible for {self.nbytes} bytes"
+                )
+            self._total = total
+        elif total != self._total:
+            raise WireError(Reason.BAD_CHUNK, f"total changed from {self._total} to {total}")
+        if index != self._next:
+            kind = (
+                "duplicate" if index < self._next else "out of range" if index >= total else "gap"
+            )
+            raise WireError(Reason.BAD_CHUNK, f"chunk {index} ({kind}), expected {self._next}")
+        if len(data) > self._max_chunk:
+            raise WireError(
+                Reason.TOO_LARGE, f"chunk of {len(data)} bytes, limit {self._max_chunk}"
+            )
+        if self._received + len(data) > self.nbytes:
+            raise WireError(Reason.TOO_LARGE, f"more than the declared {self.nbytes} bytes")
+        if not data and self.nbytes:
+            raise WireError(Reason.BAD_CHUNK, f"empty chunk {index}")
+        self._parts.append(data)
+        self._hash.update(data)
+        self._received += len(data)
+        self._next += 1
+        if self._next < total:
+            return False
+        if self._received != self.nbytes:
+            raise WireError(
+                Reason.TRUNCATED, f"{self._received} of {self.nbytes} bytes in {total} chunks"
+            )
+        if self._hash.digest() != self._expected_digest:
+            raise WireError(Reason.CHECKSUM_MISMATCH, "sha256 of the reassembled item differs")
+        return True
+
+    def result(self) -> bytes:
+        if self._total is None or self._next < self._total:
+            raise WireError(Reason.TRUNCATED, f"{self._next} of {self._total or '?'} chunks")
+        return self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)

@@ -1,0 +1,58 @@
+"""Decide whether a peer's hello is acceptable; the same rules on both ends of a call."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from solora_node.net.reasons import Reason
+from solora_node.net.store import Hello
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: Reason
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is Reason.OK
+
+
+def check_hello(
+    local: Hello,
+    remote: Hello,
+    *,
+    secure: bool,
+    certified_id: str | None,
+    allow_node_ids: Collection[str] | None = None,
+) -> Verdict:
+    """Identity first (who may talk at all), then compatibility (whether talking is useful).
+
+    `certified_id` is the node id the transport proved (certificate CN on the
+    server side; the pinned TLS target name on the client side); None on plaintext.
+    """
+    if secure and certified_id is None:
+        return Verdict(Reason.NOT_AUTHORISED, "no verified certificate identity")
+    if certified_id is not None and remote.node_id != certified_id:
+        return Verdict(
+            Reason.IDENTITY_MISMATCH,
+            f"claims node id {remote.node_id!r} but its certificate is for {certified_id!r}",
+        )
+    if allow_node_ids is not None and remote.node_id not in allow_node_ids:
+        return Verdict(Reason.NOT_AUTHORISED, f"node {remote.node_id!r} is not on the allow-list")
+    if remote.node_id == local.node_id:
+        return Verdict(Reason.IDENTITY_MISMATCH, "peer claims this node's own id")
+    if remote.protocol_version != local.protocol_version:
+        return Verdict(
+            Reason.INCOMPATIBLE_VERSION,
+            f"protocol {remote.protocol_version}, this node speaks {local.protocol_version}",
+        )
+    if remote.federation_id != local.federation_id:
+        return Verdict(
+            Reason.OTHER_FEDERATION,
+            f"federation {remote.federation_id!r}, this node is in {local.federation_id!r}",
+        )
+    if remote.fingerprint != local.fingerprint:
+        return Verdict(Reason.FINGERPRINT_MISMATCH, "projection fingerprints differ")
+    return Verdict(Reason.OK)

@@ -1,0 +1,96 @@
+"""Counters and logs of what happened on the wire, behind a small observer interface.
+
+The node maps these callbacks to Prometheus metrics (e.g.
+solora_deltas_refused_total{reason}); labels it derives must stay bounded, so
+the peer id is passed for logging only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Literal, Protocol
+
+from solora_node.net.reasons import Reason
+from solora_node.net.store import ExchangeResult
+
+log = logging.getLogger("solora_node.net")
+
+ByteKind = Literal["delta", "control"]
+Direction = Literal["sent", "received"]
+
+
+class WireObserver(Protocol):
+    def item_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None:
+        """An item was refused: by this node (received) or by the peer (sent)."""
+        ...
+
+    def handshake_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None: ...
+
+    def bytes_moved(self, kind: ByteKind, direction: Direction, nbytes: int) -> None: ...
+
+    def exchange_finished(self, result: ExchangeResult) -> None: ...
+
+
+class NullObserver:
+    """Counts nothing; the default."""
+
+    def item_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None:
+        pass
+
+    def handshake_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None:
+        pass
+
+    def bytes_moved(self, kind: ByteKind, direction: Direction, nbytes: int) -> None:
+        pass
+
+    def exchange_finished(self, result: ExchangeResult) -> None:
+        pass
+
+
+class CountingObserver:
+    """Counts everything in memory: for tests, benchmarks and `status` details."""
+
+    def __init__(self) -> None:
+        self.refused_by_me: Counter[Reason] = Counter()
+        self.refused_by_peer: Counter[Reason] = Counter()
+        self.handshakes_refused: Counter[Reason] = Counter()
+        self.bytes: Counter[tuple[str, str]] = Counter()
+        self.results: list[ExchangeResult] = []
+
+    def item_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None:
+        (self.refused_by_me if by_me else self.refused_by_peer)[reason] += 1
+
+    def handshake_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None:
+        self.handshakes_refused[reason] += 1
+
+    def bytes_moved(self, kind: ByteKind, direction: Direction, nbytes: int) -> None:
+        self.bytes[(kind, direction)] += nbytes
+
+    def exchange_finished(self, result: ExchangeResult) -> None:
+        self.results.append(result)
+
+
+class RefusalLog:
+    """Logs a refusal once per (peer, reason) at WARNING, repeats at DEBUG: a hostile or
+    broken peer cannot flood the log, and the first occurrence is always visible."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._seen: set[tuple[str, Reason]] = set()
+        self._limit = limit
+
+    def refused(self, peer: str, reason: Reason, detail: str, what: str = "item") -> None:
+        key = (peer, reason)
+        if key in self._seen:
+            log.debug("refused %s from %s: %s (%s)", what, peer, reason.value, detail)
+            return
+        if len(self._seen) < self._limit:  # bounded memory even with many peer ids
+            self._seen.add(key)
+        log.warning(
+            "refused %s from %s: %s (%s); further %s refusals from this peer are logged at DEBUG",
+            what,
+            peer,
+            reason.value,
+            detail,
+            reason.value,
+        )

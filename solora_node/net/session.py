@@ -1,0 +1,476 @@
+"""One exchange between two neighbours, after the handshake: the same state machine on both ends.
+
+Each side offers what it holds, answers the other's offer with what it wants,
+streams the wanted items as chunks, acknowledges every item it receives with
+the validation result, and says done. Reading never waits on writing (acks go
+through an outbox with priority over chunks), so two sides pushing at once
+cannot deadlock on HTTP/2 flow control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from solora_node._proto import exchange_pb2
+from solora_node.adapter.payload import BlockDelta, MaskRecord
+from solora_node.net.chunks import Reassembler, chunk_count, split
+from solora_node.net.codec import checksum, decode_item, encode_delta, encode_mask
+from solora_node.net.convert import descriptor_from_proto, descriptor_to_proto, offer_from_proto
+from solora_node.net.limits import WireLimits
+from solora_node.net.observe import RefusalLog, WireObserver
+from solora_node.net.reasons import Reason, WireError
+from solora_node.net.store import BlockStore, Descriptor, ExchangeResult, PeerContext
+from solora_node.net.validate import check_offered, validate_delta, validate_mask
+
+Frame = exchange_pb2.Frame
+ReadFrame = Callable[[], Awaitable["exchange_pb2.Frame | None"]]
+WriteFrame = Callable[[exchange_pb2.Frame], Awaitable[None]]
+
+# Chunks queued ahead of the writer: enough to keep the socket busy, little memory.
+_DATA_DEPTH = 4
+
+
+class SessionAborted(Exception):
+    """The exchange cannot go on (peer vanished, protocol violation, deadline)."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class _Outgoing:
+    descriptor: Descriptor
+    data: bytes
+
+
+class Outbox:
+    """The only writer of a stream. Control frames (want, ack) overtake queued chunks."""
+
+    def __init__(self, write: WriteFrame, on_written: Callable[[exchange_pb2.Frame], None]) -> None:
+        self._write = write
+        self._on_written = on_written
+        self._control: collections.deque[exchange_pb2.Frame] = collections.deque()
+        self._data: collections.deque[exchange_pb2.Frame] = collections.deque()
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._closing = False
+        self.error: BaseException | None = None
+
+    def control(self, frame: exchange_pb2.Frame) -> None:
+        self._control.append(frame)
+        self._wake.set()
+
+    async def data(self, frame: exchange_pb2.Frame) -> None:
+        while len(self._data) >= _DATA_DEPTH and self.error is None:
+            self._space.clear()
+            await self._space.wait()
+        if self.error is not None:
+            raise SessionAborted(Reason.UNAVAILABLE, f"stream write failed: {self.error!r}")
+        self._data.append(frame)
+        self._wake.set()
+
+    def close(self) -> None:
+        """Write what is queued, then stop."""
+        self._closing = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                if self._control:
+                    frame = self._control.popleft()
+                elif self._data:
+                    frame = self._data.popleft()
+                    self._space.set()
+                elif self._closing:
+                    return
+                else:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._write(frame)
+                self._on_written(frame)
+        except BaseException as exc:
+            self.error = exc
+            self._space.set()
+            raise
+
+
+class ExchangeSession:
+    """Runs one exchange over a stream whose handshake already succeeded."""
+
+    def __init__(
+        self,
+        store: BlockStore,
+        peer: PeerContext,
+        read: ReadFrame,
+        write: WriteFrame,
+        limits: WireLimits,
+        observer: WireObserver,
+        refusal_log: RefusalLog,
+        *,
+        initiated: bool,
+    ) -> None:
+        self.store = store
+        self.peer = peer
+        self.limits = limits
+        self.observer = observer
+        self.refusal_log = refusal_log
+        self.initiated = initiated
+        self._read = read
+        self._outbox = Outbox(write, self._count_written)
+        self._round = store.hello().round
+        # What we send.
+        self._outgoing: dict[int, _Outgoing] = {}
+        self._awaiting_ack: set[int] = set()
+        self._want_seen = False
+        self._done_sent = False
+        self._sender: asyncio.Task[None] | None = None
+        # What we receive.
+        self._offer_seen = False
+        self._incoming: dict[int, Descriptor] = {}  # wanted, not yet finished
+        self._current: tuple[int, Reassembler] | None = None
+        self._peer_done = False
+        # Results.
+        self._sent_ok = 0
+        self._received_ok = 0
+        self._refused_by_peer: Counter[Reason] = Counter()
+        self._refused_by_me: Counter[Reason] = Counter()
+        self._bytes_sent = 0
+        self._bytes_received = 0
+
+    @property
+    def peer_id(self) -> str:
+        return self.peer.hello.node_id
+
+    # ------------------------------------------------------------ frames out
+
+    def _frame(self, **body: object) -> exchange_pb2.Frame:
+        return Frame(round=self._round, **body)  # type: ignore[arg-type]
+
+    def _count_written(self, frame: exchange_pb2.Frame) -> None:
+        size = frame.ByteSize()
+        self._bytes_sent += size
+        self.observer.bytes_moved("delta" if frame.HasField("chunk") else "control", "sent", size)
+
+    def _ack(self, item_id: int, reason: Reason, message: str = "") -> None:
+        self._outbox.control(
+            self._frame(
+                ack=exchange_pb2.Ack(
+                    item_id=item_id, reason=reason.to_proto(), message=message[:200]
+                )
+            )
+        )
+
+    def _refuse(self, item_id: int, error: WireError) -> None:
+        self._refused_by_me[error.reason] += 1
+        self.observer.item_refused(self.peer_id, error.reason, by_me=True)
+        self.refusal_log.refused(self.peer_id, error.reason, error.detail)
+        self._ack(item_id, error.reason, error.detail)
+
+    # ------------------------------------------------------------ sending side
+
+    def _prepare_offer(self) -> list[Descriptor]:
+        """Encode what the store offers; masks first so a receiver can check blocks against them."""
+        deltas = list(self.store.offer(self.peer))
+        masks: list[MaskRecord] = []
+        for mask_id in dict.fromkeys(d.mask_id for d in deltas):
+            record = self.store.mask(mask_id)
+            if record is not None:
+                masks.append(record)
+        items: list[BlockDelta | MaskRecord] = [*masks, *deltas]
+        descriptors = []
+        for item_id, item in enumerate(items):
+            data = encode_mask(item) if isinstance(item, MaskRecord) else encode_delta(item)
+            if isinstance(item, MaskRecord):
+                d = Descriptor(
+                    item_id, "mask", item.task, 0, "", item.mask_id, "", len(data), checksum(data)
+                )
+            else:
+                v = item.version
+                d = Descriptor(
+                    item_id,
+                    "delta",
+                    v.task,
+                    v.round,
+                    v.origin,
+                    item.mask_id,
+                    item.encoding,
+                    len(data),
+                    checksum(data),
+                )
+            self._outgoing[item_id] = _Outgoing(d, data)
+            descriptors.append(d)
+        return descriptors
+
+    def _chunk_frames(self, item: _Outgoing) -> list[exchange_pb2.Frame]:
+        """The frames of one item; a test subclass may corrupt or truncate them."""
+        parts = split(item.data, self.limits.chunk_bytes)
+        total = chunk_count(len(item.data), self.limits.chunk_bytes)
+        return [
+            self._frame(
+                chunk=exchange_pb2.Chunk(
+                    item_id=item.descriptor.item_id, index=i, total=total, data=bytes(p)
+                )
+            )
+            for i, p in enumerate(parts)
+        ]
+
+    async def _send_wanted(self, wanted: list[int]) -> None:
+        for item_id in wanted:
+            for frame in self._chunk_frames(self._outgoing[item_id]):
+                await self._outbox.data(frame)
+        await self._outbox.data(self._frame(done=exchange_pb2.Done(items_sent=len(wanted))))
+        self._done_sent = True
+
+    def _on_want(self, want: exchange_pb2.Want) -> None:
+        if self._want_seen:
+            raise SessionAborted(Reason.PROTOCOL_ERROR, "second want")
+        self._want_seen = True
+        wanted = list(dict.fromkeys(want.item_ids))
+        unknown = [i for i in wanted if i not in self._outgoing]
+        if unknown:
+            raise SessionAborted(
+                Reason.PROTOCOL_ERROR, f"want names items never offered: {unknown[:3]}"
+            )
+        # Send in offer order (masks first), whatever order the peer listed them in.
+        wanted.sort()
+        self._awaiting_ack.update(wanted)
+        self._sender = asyncio.create_task(self._send_wanted(wanted))
+
+    def _on_ack(self, ack: exchange_pb2.Ack) -> None:
+        if ack.item_id not in self._outgoing:
+            raise SessionAborted(Reason.PROTOCOL_ERROR, f"ack for item {ack.item_id} never offered")
+        self._awaiting_ack.discard(ack.item_id)
+        reason = Reason.from_proto(ack.reason)
+        if reason is Reason.OK:
+            self._sent_ok += 1
+        else:
+            self._refused_by_peer[reason] += 1
+            self.observer.item_refused(self.peer_id, reason, by_me=False)
+
+    # ------------------------------------------------------------ receiving side
+
+    def _on_offer(self, offer: exchange_pb2.Offer) -> None:
+        if self._offer_seen:
+            raise SessionAborted(Reason.PROTOCOL_ERROR, "second offer")
+        self._offer_seen = True
+        acceptable: list[Descriptor] = []
+        for msg in offer_from_proto(offer):
+            try:
+                item = descriptor_from_proto(msg)
+                check_offered(
+                    item,
+                    current_round=self._round,
+                    staleness_rounds=self.limits.staleness_rounds,
+                    max_bytes=self.limits.max_delta_bytes,
+                )
+            except WireError as err:
+                self._refuse(msg.item_id, err)
+                continue
+            acceptable.append(item)
+        by_id = {d.item_id: d for d in acceptable}
+        wanted = [i for i in dict.fromkeys(self.store.wants(self.peer, acceptable)) if i in by_id]
+        self._incoming = {i: by_id[i] for i in wanted}
+        self._outbox.control(self._frame(want=exchange_pb2.Want(item_ids=wanted)))
+
+    def _abandon_current(self, reason: Reason, detail: str) -> None:
+        if self._current is not None:
+            item_id, _ = self._current
+            self._current = None
+            self._incoming.pop(item_id, None)
+            self._refuse(item_id, WireError(reason, detail))
+
+    def _on_chunk(self, chunk: exchange_pb2.Chunk) -> None:
+        if self._current is not None and self._current[0] != chunk.item_id:
+            self._abandon_current(
+                Reason.TRUNCATED, "next item started before this one was complete"
+            )
+        if self._current is None:
+            descriptor = self._incoming.get(chunk.item_id)
+            if descriptor is None:
+                return  # not wanted, or already refused: drop (the peer has or will get an ack)
+            try:
+                assembler = Reassembler(
+                    descriptor.nbytes,
+                    descriptor.sha256,
+                    max_bytes=self.limits.max_delta_bytes,
+                    max_chunk_bytes=self.limits.max_message_bytes,
+                )
+            except WireError as err:
+                self._incoming.pop(chunk.item_id)
+                self._refuse(chunk.item_id, err)
+                return
+            self._current = (chunk.item_id, assembler)
+        item_id, assembler = self._current
+        try:
+            complete = assembler.add(chunk.index, chunk.total, chunk.data)
+        except WireError as err:
+            self._current = None
+            self._incoming.pop(item_id, None)
+            self._refuse(item_id, err)
+            return
+        if complete:
+            self._current = None
+            descriptor = self._incoming.pop(item_id)
+            self._accept(descriptor, assembler.result())
+
+    def _accept(self, descriptor: Descriptor, data: bytes) -> None:
+        """Decode, validate, hand to the store; the store sees nothing that failed a check."""
+        try:
+            item = decode_item(data)
+            if isinstance(item, MaskRecord):
+                shapes = self.store.mask_shapes(item.task)
+                if shapes is None:
+                    raise WireError(
+                        Reason.UNKNOWN_TASK, f"task {item.task!r} is not in the federation"
+                    )
+                validate_mask(item, descriptor, shapes)
+                verdict = self.store.accept_mask(item, self.peer)
+            else:
+                expectation = self.store.expectation(item.task, item.mask_id)
+                if isinstance(expectation, Reason):
+                    raise WireError(expectation, f"task {item.task!r}, mask {item.mask_id!r}")
+                validate_delta(
+                    item,
+                    descriptor,
+                    expectation,
+                    current_round=self._round,
+                    staleness_rounds=self.limits.staleness_rounds,
+                    norm_bound=self.limits.norm_bound,
+                    max_bytes=self.limits.max_delta_bytes,
+                )
+                verdict = self.store.accept_delta(item, self.peer)
+            if verdict is not Reason.OK:
+                raise WireError(verdict, "the node's store did not take it")
+        except WireError as err:
+            self._refuse(descriptor.item_id, err)
+            return
+        self._received_ok += 1
+        self._ack(descriptor.item_id, Reason.OK)
+
+    def _on_done(self) -> None:
+        if self._peer_done:
+            raise SessionAborted(Reason.PROTOCOL_ERROR, "second done")
+        self._peer_done = True
+        # Anything wanted and not delivered by now never will be.
+        self._abandon_current(Reason.TRUNCATED, "peer finished sending mid-item")
+        for item_id in list(self._incoming):
+            self._incoming.pop(item_id)
+            self._refuse(item_id, WireError(Reason.TRUNCATED, "wanted but never sent"))
+
+    # ------------------------------------------------------------ the loop
+
+    def _finished(self) -> bool:
+        return self._done_sent and self._peer_done and not self._awaiting_ack
+
+    def _dispatch(self, frame: exchange_pb2.Frame) -> None:
+        kind = frame.WhichOneof("body")
+        if kind == "chunk":
+            self._on_chunk(frame.chunk)
+        elif kind == "ack":
+            self._on_ack(frame.ack)
+        elif kind == "offer":
+            self._on_offer(frame.offer)
+        elif kind == "want":
+            self._on_want(frame.want)
+        elif kind == "done":
+            self._on_done()
+        else:
+            raise SessionAborted(
+                Reason.PROTOCOL_ERROR, f"unexpected frame {kind!r} during an exchange"
+            )
+
+    async def _next_frame(self) -> exchange_pb2.Frame:
+        try:
+            frame = await asyncio.wait_for(self._read(), self.limits.chunk_deadline_s)
+        except asyncio.TimeoutError:
+            self._abandon_current(
+                Reason.TIMEOUT, f"no frame within {self.limits.chunk_deadline_s} s"
+            )
+            raise SessionAborted(
+                Reason.TIMEOUT, f"peer silent for {self.limits.chunk_deadline_s} s"
+            ) from None
+        if frame is None:
+            self._abandon_current(Reason.TRUNCATED, "stream closed mid-item")
+            raise SessionAborted(
+                Reason.TRUNCATED, "peer closed the stream before the exchange finished"
+            )
+        if frame.round < self.peer.hello.round:
+            raise SessionAborted(
+                Reason.PROTOCOL_ERROR,
+                f"frame of round {frame.round} is older than the peer's hello "
+                f"({self.peer.hello.round})",
+            )
+        size = frame.ByteSize()
+        self._bytes_received += size
+        self.observer.bytes_moved(
+            "delta" if frame.HasField("chunk") else "control", "received", size
+        )
+        return frame
+
+    async def _exchange(self, writer: asyncio.Task[None]) -> None:
+        descriptors = self._prepare_offer()
+        offer = exchange_pb2.Offer(items=[descriptor_to_proto(d) for d in descriptors])
+        self._outbox.control(self._frame(offer=offer))
+        while not self._finished():
+            if writer.done() and self._outbox.error is not None:
+                raise SessionAborted(
+                    Reason.UNAVAILABLE, f"stream write failed: {self._outbox.error!r}"
+                )
+            self._dispatch(await self._next_frame())
+        if self._sender is not None:
+            await self._sender
+        self._outbox.close()
+        await writer
+
+    async def run(self) -> ExchangeResult:
+        """Exchange until both sides are done or the exchange deadline; never raises for
+        peer problems: they end up in the result's reason."""
+        started = time.monotonic()
+        writer = asyncio.create_task(self._outbox.run())
+        reason, message = Reason.OK, ""
+        try:
+            await asyncio.wait_for(self._exchange(writer), self.limits.exchange_deadline_s)
+        except asyncio.TimeoutError:
+            reason, message = (
+                Reason.TIMEOUT,
+                f"exchange took over {self.limits.exchange_deadline_s} s",
+            )
+        except SessionAborted as exc:
+            reason, message = exc.reason, exc.message
+        except WireError as exc:
+            reason, message = exc.reason, exc.detail
+        finally:
+            tasks = [t for t in (self._sender, writer) if t is not None]
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        result = self.result(reason, message, time.monotonic() - started)
+        self.observer.exchange_finished(result)
+        return result
+
+    def result(self, reason: Reason, message: str, duration_s: float) -> ExchangeResult:
+        return ExchangeResult(
+            peer=self.peer_id,
+            round=self._round,
+            reason=reason,
+            message=message,
+            items_sent=self._sent_ok,
+            items_received=self._received_ok,
+            refused_by_peer=dict(self._refused_by_peer),
+            refused_by_me=dict(self._refused_by_me),
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            finished_unix=time.time(),
+            duration_s=duration_s,
+            initiated=self.initiated,
+        )

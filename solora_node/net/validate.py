@@ -1,0 +1,192 @@
+"""Checks on everything received, before any of it reaches the store or the model.
+
+Each check raises WireError with the reason a peer is told and a metric counts.
+Order matters only for which reason is reported: cheap structural checks
+first, numeric ones (finite, norm) last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from solora_node.adapter.payload import BlockDelta, MaskRecord, RawTensor
+from solora_node.net.codec import FLOAT_DTYPES, to_float32
+from solora_node.net.reasons import Reason, WireError
+from solora_node.net.store import Descriptor, Expectation
+
+
+def check_offered(
+    item: Descriptor, *, current_round: int, staleness_rounds: int, max_bytes: int
+) -> None:
+    """Refuse before transfer what could never be accepted: too big or too old."""
+    if item.nbytes > max_bytes:
+        raise WireError(Reason.TOO_LARGE, f"{item.nbytes} bytes offered, limit {max_bytes}")
+    if len(item.sha256) != 32:
+        raise WireError(Reason.MALFORMED, "checksum must be 32 bytes of sha256")
+    if item.kind == "delta":
+        check_round(item.round, current_round=current_round, staleness_rounds=staleness_rounds)
+
+
+def check_round(round_: int, *, current_round: int, staleness_rounds: int) -> None:
+    if round_ + staleness_rounds < current_round:
+        raise WireError(
+            Reason.STALE_ROUND,
+            f"round {round_} is older than {current_round} - {staleness_rounds}",
+        )
+
+
+def check_matches_offer(item: BlockDelta | MaskRecord, offered: Descriptor) -> None:
+    """What arrived must be what was offered (and wanted): a bait-and-switch is malformed."""
+    got: tuple[object, ...]
+    want: tuple[object, ...]
+    if isinstance(item, BlockDelta):
+        got = (
+            "delta",
+            item.task,
+            item.version.round,
+            item.version.origin,
+            item.mask_id,
+            item.encoding,
+        )
+        want = (
+            "delta",
+            offered.task,
+            offered.round,
+            offered.origin,
+            offered.mask_id,
+            offered.encoding,
+        )
+    else:
+        got = ("mask", item.task, item.mask_id)
+        want = (offered.kind, offered.task, offered.mask_id)
+    if got != want:
+        raise WireError(Reason.MALFORMED, f"item is {got}, offered as {want}")
+
+
+def _check_shapes(
+    tensors: Mapping[str, RawTensor],
+    expected: Mapping[str, tuple[int, ...]],
+    what: str,
+    *,
+    all_required: bool,
+) -> None:
+    unknown = set(tensors) - set(expected)
+    if unknown:
+        raise WireError(Reason.WRONG_SHAPE, f"unexpected {what} {sorted(unknown)[:3]}")
+    if all_required:
+        missing = set(expected) - set(tensors)
+        if missing:
+            raise WireError(Reason.WRONG_SHAPE, f"missing {what} {sorted(missing)[:3]}")
+    for name, tensor in tensors.items():
+        if tensor.shape != tuple(expected[name]):
+            raise WireError(
+                Reason.WRONG_SHAPE,
+                f"{what} {name!r} has shape {tensor.shape}, expected {expected[name]}",
+            )
+
+
+def _check_dtypes(delta: BlockDelta, expectation: Expectation) -> None:
+    if delta.encoding not in expectation.encodings:
+        raise WireError(
+            Reason.WRONG_DTYPE, f"encoding {delta.encoding} not in {sorted(expectation.encodings)}"
+        )
+    for name, tensor in delta.layers.items():
+        if tensor.dtype != delta.encoding:
+            raise WireError(
+                Reason.WRONG_DTYPE, f"layer {name!r} is {tensor.dtype}, block is {delta.encoding}"
+            )
+        if tensor.dtype == "int8" and not (math.isfinite(tensor.scale) and tensor.scale > 0):
+            raise WireError(Reason.NOT_FINITE, f"layer {name!r} has scale {tensor.scale}")
+    for name, tensor in delta.codes.items():
+        if tensor.dtype not in FLOAT_DTYPES:
+            raise WireError(
+                Reason.WRONG_DTYPE, f"code {name!r} is {tensor.dtype}, expected a float type"
+            )
+
+
+def block_norm(delta: BlockDelta) -> float:
+    """L2 norm of all values of the block (codes excluded), NaN if any value is not finite."""
+    total = 0.0
+    for tensor in delta.layers.values():
+        values = to_float32(tensor).ravel()
+        if not np.isfinite(values).all():
+            return math.nan
+        # float64 accumulation: float32 squares of large fp16 values would overflow early.
+        total += float(np.dot(values, values.astype(np.float64)))
+    return math.sqrt(total)
+
+
+def validate_delta(
+    delta: BlockDelta,
+    offered: Descriptor,
+    expectation: Expectation,
+    *,
+    current_round: int,
+    staleness_rounds: int,
+    norm_bound: float,
+    max_bytes: int,
+) -> float:
+    """All checks on a decoded block; returns its L2 norm when it passes."""
+    check_matches_offer(delta, offered)
+    if delta.nbytes > max_bytes:
+        raise WireError(Reason.TOO_LARGE, f"{delta.nbytes} bytes, limit {max_bytes}")
+    check_round(delta.version.round, current_round=current_round, staleness_rounds=staleness_rounds)
+    _check_shapes(delta.layers, expectation.layers, "layer", all_required=True)
+    _check_shapes(delta.codes, expectation.codes, "code", all_required=False)
+    _check_dtypes(delta, expectation)
+    for name, tensor in delta.codes.items():
+        if not np.isfinite(to_float32(tensor)).all():
+            raise WireError(Reason.NOT_FINITE, f"code {name!r} has NaN or Inf")
+    norm = block_norm(delta)
+    if math.isnan(norm):
+        raise WireError(Reason.NOT_FINITE, "block values contain NaN or Inf")
+    if not norm <= norm_bound:
+        raise WireError(Reason.NORM_TOO_LARGE, f"L2 norm {norm:.4g} above bound {norm_bound:.4g}")
+    return norm
+
+
+def validate_mask(
+    mask: MaskRecord, offered: Descriptor, dense_shapes: Mapping[str, tuple[int, int]]
+) -> None:
+    """A mask must cover exactly the task's layers, with one bit per B entry."""
+    check_matches_offer(mask, offered)
+    if dict(mask.shapes) != {k: tuple(v) for k, v in dense_shapes.items()}:
+        raise WireError(
+            Reason.WRONG_SHAPE, "mask layers or dense shapes differ from this task's block"
+        )
+    for name, tensor in mask.layers.items():
+        if tensor.dtype != "uint8":
+            raise WireError(
+                Reason.WRONG_DTYPE, f"mask layer {name!r} is {tensor.dtype}, expected uint8"
+            )
+        rows, cols = mask.shapes[name]
+        if tensor.nbytes != -(-rows * cols // 8):
+            raise WireError(
+                Reason.WRONG_SHAPE,
+                f"mask layer {name!r}: {tensor.nbytes} bytes for {rows}x{cols} bits",
+            )
+
+
+def mask_counts(mask: MaskRecord) -> dict[str, int]:
+    """Kept entries per layer: the number of values a block under this mask carries."""
+    counts: dict[str, int] = {}
+    for name, tensor in mask.layers.items():
+        rows, cols = mask.shapes[name]
+        bits = np.unpackbits(np.frombuffer(tensor.data, dtype=np.uint8), count=rows * cols)
+        counts[name] = int(bits.sum())
+    return counts
+
+
+def expectation_from_mask(
+    mask: MaskRecord,
+    codes: Mapping[str, tuple[int, ...]] | None = None,
+    encodings: frozenset[str] | None = None,
+) -> Expectation:
+    """The expectation for blocks laid out as 1-d value vectors under `mask`."""
+    layers = {name: (count,) for name, count in mask_counts(mask).items()}
+    if encodings is None:
+        return Expectation(layers=layers, codes=dict(codes or {}))
+    return Expectation(layers=layers, codes=dict(codes or {}), encodings=encodings)
