@@ -29,8 +29,6 @@ from solora_node.store import (
     load_checkpoint,
 )
 
-IDENTITY = {"node_id": "node-a", "federation": "fed", "fingerprint": "fp"}
-
 
 def tensors_for_round(round_: int) -> dict[str, torch.Tensor]:
     """Deterministic content per round, so a loaded checkpoint can be checked bit for bit."""
@@ -56,7 +54,9 @@ def assert_same_tensors(got: dict[str, torch.Tensor], want: dict[str, torch.Tens
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[CheckpointStore]:
-    with CheckpointStore(tmp_path / "ckpt", keep=3, **IDENTITY) as opened:
+    with CheckpointStore(
+        tmp_path / "ckpt", keep=3, node_id="node-a", federation="fed", fingerprint="fp"
+    ) as opened:
         yield opened
 
 
