@@ -75,8 +75,8 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
 
 
-def checkpoint_dir_name(round_: int) -> str:
-    return f"ckpt-{round_:08d}"
+def checkpoint_dir_name(round: int) -> str:
+    return f"ckpt-{round:08d}"
 
 
 class CheckpointStore:
@@ -129,24 +129,24 @@ class CheckpointStore:
 
     def save(
         self,
-        round_: int,
+        round: int,
         tensors: Mapping[str, torch.Tensor],
         meta: Mapping[str, Any] | None = None,
     ) -> Path:
-        """Write the checkpoint of `round_` atomically, then prune; returns its directory.
+        """Write the checkpoint of `round` atomically, then prune; returns its directory.
 
         Saving a round discards checkpoints of later rounds (they were skipped as
         unusable, or belong to a history this node abandoned), so history is linear.
         """
         if self._lock_file is None:
             raise CheckpointError(f"{self.root}: checkpoint store is read-only or closed")
-        if round_ < 0:
+        if round < 0:
             raise ValueError("round must be non-negative")
         payload = safetensors.torch.save(_plain_tensors(tensors))
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "round": round_,
+            "round": round,
             "node_id": self.node_id,
             "federation": self.federation,
             "fingerprint": self.fingerprint,
@@ -159,7 +159,7 @@ class CheckpointStore:
             manifest_bytes = (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode()
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint meta is not plain JSON: {exc}") from None
-        final = self.root / checkpoint_dir_name(round_)
+        final = self.root / checkpoint_dir_name(round)
         with self._save_lock:
             tmp = self.root / f"{_TMP_PREFIX}{final.name}-{secrets.token_hex(4)}"
             tmp.mkdir()
@@ -171,7 +171,7 @@ class CheckpointStore:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            self._prune(round_)
+            self._prune(round)
         return final
 
     def _publish(self, tmp: Path, final: Path) -> None:
@@ -229,9 +229,9 @@ class CheckpointStore:
                 found.append(StoredCheckpoint(int(match.group(1)), entry))
         return sorted(found)
 
-    def load(self, round_: int) -> Checkpoint:
-        """The checkpoint of `round_`; CheckpointError names what is wrong with it."""
-        checkpoint = load_checkpoint(self.root / checkpoint_dir_name(round_))
+    def load(self, round: int) -> Checkpoint:
+        """The checkpoint of `round`; CheckpointError names what is wrong with it."""
+        checkpoint = load_checkpoint(self.root / checkpoint_dir_name(round))
         self._check_identity(checkpoint)
         return checkpoint
 

@@ -15,6 +15,7 @@ import hashlib
 import ipaddress
 import logging
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +30,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from solora_node.config import NodeConfig
 from solora_node.errors import SoloraError
 from solora_node.net.membership import MembershipView, PeerInfo
 
@@ -81,6 +83,32 @@ class Advertisement:
             "fp": self.fingerprint,
         }
 
+    @classmethod
+    def from_config(
+        cls,
+        config: NodeConfig,
+        *,
+        grpc_port: int,
+        metrics_port: int,
+        protocol: int,
+        fingerprint: str,
+    ) -> Advertisement:
+        """This node's advertisement; pass the ports actually bound (config may say 0)."""
+        return cls(
+            node_id=config.node.id,
+            federation=config.federation.id,
+            task=config.task.name,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            protocol=protocol,
+            fingerprint=fingerprint,
+            hosts=advertise_hosts(
+                config.network.advertise_host,
+                config.network.listen_host,
+                config.discovery.interfaces,
+            ),
+        )
+
     def as_peer(self) -> PeerInfo:
         return PeerInfo(
             node_id=self.node_id,
@@ -121,7 +149,7 @@ def advertise_hosts(
     """
     if advertise_host:
         return (advertise_host,)
-    if not ipaddress.ip_address(listen_host).is_unspecified:
+    if not (_is_ip(listen_host) and ipaddress.ip_address(listen_host).is_unspecified):
         return (listen_host,)
     if interfaces != "all":
         return tuple(interfaces)
@@ -188,6 +216,10 @@ class Discovery:
     ) -> None:
         if not advert.hosts:
             raise DiscoveryError("discovery: no address to advertise; set network.advertise_host")
+        if not 0 < advert.grpc_port < 65536:
+            raise DiscoveryError(
+                f"discovery: advertise the bound gRPC port, not {advert.grpc_port}"
+            )
         self.advert = advert
         self.view = view
         self._interfaces = zeroconf_interfaces(interfaces)
@@ -199,30 +231,35 @@ class Discovery:
         self._node_of_name: dict[str, str] = {}
 
     async def start(self) -> None:
-        ip_version = _ip_version(self._interfaces)
+        advert = self.advert
+        addresses = await _resolve_addresses(advert.hosts)
         try:
-            self._zc = AsyncZeroconf(interfaces=self._interfaces, ip_version=ip_version)
+            self._zc = AsyncZeroconf(
+                interfaces=self._interfaces, ip_version=_ip_version(self._interfaces)
+            )
         except (OSError, RuntimeError) as exc:
             raise DiscoveryError(f"discovery: cannot open mDNS sockets ({exc})") from None
-        advert = self.advert
         self._info = AsyncServiceInfo(
             SERVICE_TYPE,
             f"{advert.instance_name}.{SERVICE_TYPE}",
             port=advert.grpc_port,
             properties=advert.txt(),
             server=f"{advert.instance_name}.local.",
-            parsed_addresses=list(advert.hosts),
+            parsed_addresses=addresses,
         )
         try:
             announced = await self._zc.async_register_service(self._info)
             await announced
-        except NonUniqueNameException:
-            await self._zc.async_close()
-            self._zc = None
-            raise DiscoveryError(
-                f"discovery: another node on this network advertises node id "
-                f"{advert.node_id!r} in federation {advert.federation!r}; node ids must be unique"
-            ) from None
+        except BaseException as exc:
+            zc, self._zc, self._info = self._zc, None, None
+            await zc.async_close()
+            if isinstance(exc, NonUniqueNameException):
+                raise DiscoveryError(
+                    f"discovery: another node on this network advertises node id "
+                    f"{advert.node_id!r} in federation {advert.federation!r}; "
+                    "node ids must be unique"
+                ) from None
+            raise
         self._browser = AsyncServiceBrowser(
             self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_service_state_change]
         )
@@ -305,6 +342,33 @@ class Discovery:
             self._node_of_name[name] = peer.node_id
         elif peer.node_id != self.advert.node_id:
             log.debug("mDNS: ignoring %s (incompatible federation/fingerprint/protocol)", name)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _resolve_addresses(hosts: Sequence[str]) -> list[str]:
+    """mDNS address records need IP literals; host names from the config are resolved once."""
+    loop = asyncio.get_running_loop()
+    addresses: list[str] = []
+    for host in hosts:
+        if _is_ip(host):
+            found = [host]
+        else:
+            try:
+                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise DiscoveryError(
+                    f"discovery: advertised host {host!r} does not resolve ({exc})"
+                ) from None
+            found = [str(info[4][0]) for info in infos]
+        addresses += [a for a in found if a not in addresses]
+    return addresses
 
 
 def _ip_version(interfaces: InterfaceChoice | list[str]) -> IPVersion:

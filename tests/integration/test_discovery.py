@@ -10,6 +10,7 @@ per test so that concurrent test runs on the same machine never see each other.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from solora_node.config import NodeConfig
 from solora_node.net.discovery import (
     SERVICE_TYPE,
     Advertisement,
@@ -108,6 +110,8 @@ def test_nodes_find_each_other_with_txt_fields() -> None:
     async def scenario() -> None:
         fed = _new_federation()
         adverts = [_advert(f"n{i}.{fed}", fed, port=50001 + i) for i in range(3)]
+        # A host name is resolved to address records; peers see the IPv4 address.
+        adverts[1] = dataclasses.replace(adverts[1], hosts=("localhost",))
         async with _running(*adverts) as nodes:
             for node in nodes:
                 others = {a.node_id for a in adverts} - {node.advert.node_id}
@@ -191,6 +195,20 @@ def test_interface_setting_and_txt_parsing() -> None:
     assert advertise_hosts(None, "0.0.0.0", ["127.0.0.1"]) == ("127.0.0.1",)
     assert advertise_hosts("10.0.0.5", "0.0.0.0", "all") == ("10.0.0.5",)
     assert advertise_hosts(None, "10.0.0.6", "all") == ("10.0.0.6",)
+    config = NodeConfig.model_validate(
+        {
+            "node": {"id": "edge-1"},
+            "network": {"insecure": True, "listen_host": "0.0.0.0"},
+            "discovery": {"interfaces": ["127.0.0.1"]},
+        }
+    )
+    from_config = Advertisement.from_config(
+        config, grpc_port=7070, metrics_port=0, protocol=1, fingerprint="fp"
+    )
+    assert from_config.hosts == ("127.0.0.1",) and from_config.node_id == "edge-1"
+    assert from_config.txt()["fed"] == config.federation.id
+    with pytest.raises(DiscoveryError, match="bound gRPC port"):
+        Discovery(dataclasses.replace(from_config, grpc_port=0), None, interfaces=LOOPBACK)  # type: ignore[arg-type]
 
     advert = _advert("a.b", "fed", port=50041)
     assert "." not in advert.instance_name and len(advert.instance_name) <= 63

@@ -216,8 +216,6 @@ def test_temp_dirs_from_a_crash_are_ignored_then_cleaned(store: CheckpointStore)
     debris = store.root / ".tmp-ckpt-00000002-deadbeef"
     debris.mkdir()
     (debris / TENSORS_FILE).write_bytes(b"partial")
-    stray_file = store.root / f".tmp-{MANIFEST_FILE}-0badcafe"
-    stray_file.write_bytes(b"{")
     loaded = store.load_latest()
     assert loaded is not None and loaded.round == 1
     store.close()
