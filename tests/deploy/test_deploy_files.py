@@ -267,8 +267,8 @@ def test_compose_node_configs_agree_with_services_and_certificates() -> None:
         assert not cfg.network.insecure
         tls = cfg.network.tls
         assert (str(tls.ca_cert), str(tls.cert), str(tls.key)) == (
-            f"{IMAGE_TLS_DIR}/ca.crt",
-            f"{IMAGE_TLS_DIR}/{name}.crt",
+            f"{IMAGE_TLS_DIR}/ca.pem",
+            f"{IMAGE_TLS_DIR}/{name}.pem",
             f"{IMAGE_TLS_DIR}/{name}.key",
         )
         others = {f"{other}:{configs[other].network.port}" for other in nodes if other != name}
@@ -351,7 +351,7 @@ def test_three_box_deployment_is_consistent() -> None:
     assert ids == [p.stem for p in paths]
     for cfg in configs:
         assert not cfg.network.insecure and cfg.network.bootstrap_peers
-        assert str(cfg.network.tls.cert).endswith(f"/{cfg.node.id}.crt")
+        assert str(cfg.network.tls.cert).endswith(f"/{cfg.node.id}.pem")
         dialled = {peer.rpartition(":")[0].split(".")[0] for peer in cfg.network.bootstrap_peers}
         assert dialled == set(ids) - {cfg.node.id}
         assert cfg.network.allow_node_ids is None or set(ids) <= set(cfg.network.allow_node_ids)
@@ -676,8 +676,8 @@ def _make_ca_and_node_cert(directory: Path, node_id: str) -> dict[str, Path]:
     node_key = ec.generate_private_key(ec.SECP256R1())
     node_cert = build(node_id, ca_cert.subject, node_key, ca_key, ca=False)
     paths = {
-        "ca_cert": directory / "ca.crt",
-        "cert": directory / f"{node_id}.crt",
+        "ca_cert": directory / "ca.pem",
+        "cert": directory / f"{node_id}.pem",
         "key": directory / f"{node_id}.key",
     }
     paths["ca_cert"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
@@ -730,8 +730,8 @@ STAND_IN_CLI = """#!/bin/sh
 echo "$@" >> "$CALLS"
 [ "$1" = certs ] || exit 64
 case "$2" in
-  init-ca) echo ca > "$4/ca.crt"; echo key > "$4/ca.key" ;;
-  issue) echo "cert $3" > "$7/$3.crt"; echo "key $3" > "$7/$3.key" ;;
+  init-ca) echo ca > "$4/ca.pem"; echo key > "$4/ca.key" ;;
+  issue) echo "cert $3" > "$7/$3.pem"; echo "key $3" > "$7/$3.key" ;;
   *) exit 64 ;;
 esac
 """
@@ -762,12 +762,12 @@ def test_init_certs_script_lays_out_one_volume_per_node(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for node in ("node-1", "node-2"):
         files = sorted(p.name for p in (tmp_path / "tls" / node).iterdir())
-        assert files == sorted(["ca.crt", f"{node}.crt", f"{node}.key"])
+        assert files == sorted(["ca.pem", f"{node}.pem", f"{node}.key"])
         assert (tmp_path / "tls" / node / f"{node}.key").stat().st_mode & 0o777 == 0o600
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert calls[0] == f"certs init-ca --dir {tmp_path / 'ca'} --federation solora-compose"
     ca, out = tmp_path / "ca", tmp_path / "tls" / "node-1"
-    assert calls[1] == f"certs issue node-1 --dir {ca} --out {out} --san node-1"
+    assert calls[1] == f"certs issue node-1 --dir {ca} --out {out}"
     # A second run (docker-compose up again) issues nothing and keeps the CA.
     assert _run_init_certs(tmp_path, bin_dir, "node-1 node-2").returncode == 0
     assert len((tmp_path / "calls.log").read_text().splitlines()) == 3
@@ -782,20 +782,20 @@ def test_init_certs_script_with_the_real_certs_command(
         pytest.skip("the solora-node entry point is not installed beside this python")
     if not certs_command_built():
         pytest.skip("`solora-node certs init-ca|issue` is not built yet")
-    result = _run_init_certs(tmp_path, cli.parent, "node-1 node-2")
+    result = _run_init_certs(tmp_path, cli.parent, "node-1")
     assert result.returncode == 0, result.stdout + result.stderr
     node_dir = tmp_path / "tls" / "node-1"
     tls = {
-        "ca_cert": node_dir / "ca.crt",
-        "cert": node_dir / "node-1.crt",
+        "ca_cert": node_dir / "ca.pem",
+        "cert": node_dir / "node-1.pem",
         "key": node_dir / "node-1.key",
     }
     assert not (node_dir / "ca.key").exists(), "a node's TLS volume must not hold the CA key"
     assert tls["key"].stat().st_mode & 0o077 == 0
     # Idempotent: a second run keeps the same CA.
-    ca_before = (tmp_path / "ca" / "ca.crt").read_bytes()
-    again = _run_init_certs(tmp_path, cli.parent, "node-1 node-2")
-    assert again.returncode == 0 and (tmp_path / "ca" / "ca.crt").read_bytes() == ca_before
+    ca_before = (tmp_path / "ca" / "ca.pem").read_bytes()
+    again = _run_init_certs(tmp_path, cli.parent, "node-1")
+    assert again.returncode == 0 and (tmp_path / "ca" / "ca.pem").read_bytes() == ca_before
     probe = _load_healthcheck()
     server, _, port = _health_server("SERVING", _mtls_server_credentials(tls))
     try:
