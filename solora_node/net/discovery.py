@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_solora._tcp.local."
 RESOLVE_TIMEOUT_S = 3.0
+GOODBYE_TIMEOUT_S = 3.0
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _LABEL_MAX = 63  # bytes in one DNS label
 
@@ -282,12 +283,17 @@ class Discovery:
         self._resolving.clear()
         if self._zc is not None:
             zc, self._zc = self._zc, None
-            if self._info is not None:
-                # The first await queues the goodbye, the second waits until it is sent;
-                # closing before that would drop it and peers would keep us for minutes.
-                goodbye = await zc.async_unregister_service(self._info)
-                await goodbye
-            await zc.async_close()
+            try:
+                if self._info is not None:
+                    # The first await queues the goodbye, the second waits until it is
+                    # sent; closing before that would drop it and peers would keep us
+                    # for minutes. Bounded, so shutdown stays within its deadline.
+                    goodbye = await zc.async_unregister_service(self._info)
+                    await asyncio.wait_for(goodbye, GOODBYE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("mDNS: goodbye not sent within %.0f s", GOODBYE_TIMEOUT_S)
+            finally:
+                await zc.async_close()
 
     async def __aenter__(self) -> Discovery:
         await self.start()

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 PeerSource = Literal["self", "mdns", "bootstrap", "exchange"]
 EventKind = Literal["added", "updated", "removed", "state"]
 
-# Sources in which the peer itself spoke to us (its own mDNS announcement or a
-# handshake with it); "exchange" is hearsay from a third node.
+# Sources in which the peer itself spoke to us: its own mDNS announcement, or a
+# handshake with it ("bootstrap": dialled from network.bootstrap_peers, and by
+# extension any handshake, inbound too). "exchange" is hearsay from a third node.
 DIRECT_SOURCES: frozenset[str] = frozenset({"mdns", "bootstrap"})
 
 # Distinct ignored node ids remembered per reason: enough for counting on a LAN,
