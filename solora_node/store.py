@@ -181,7 +181,11 @@ class CheckpointStore:
             # open by moving it back (see _recover_debris).
             old = self.root / f"{_OLD_PREFIX}{final.name}-{secrets.token_hex(4)}"
             os.rename(final, old)
-            os.rename(tmp, final)
+            try:
+                os.rename(tmp, final)
+            except BaseException:
+                os.rename(old, final)
+                raise
             _fsync_dir(self.root)
             shutil.rmtree(old, ignore_errors=True)
         else:

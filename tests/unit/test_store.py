@@ -256,6 +256,26 @@ def test_failed_save_leaves_nothing(
     assert sorted(p.name for p in store.root.iterdir()) == [".lock", "ckpt-00000001"]
 
 
+def test_failed_resave_keeps_the_old_copy(
+    store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _saved(store, 1)
+    real_rename = os.rename
+
+    def fail_publish(src: str | Path, dst: str | Path) -> None:
+        if Path(src).name.startswith(".tmp-"):
+            raise OSError(5, "Input/output error")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", fail_publish)
+    with pytest.raises(OSError, match="Input/output"):
+        store.save(1, tensors_for_round(9))
+    monkeypatch.undo()
+    loaded = store.load_latest()
+    assert loaded is not None and loaded.meta == {"round": 1}
+    assert sorted(p.name for p in store.root.iterdir()) == [".lock", "ckpt-00000001"]
+
+
 def test_resave_replaces_round(store: CheckpointStore) -> None:
     _saved(store, 1)
     store.save(1, tensors_for_round(5), {"again": True})
