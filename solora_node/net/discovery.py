@@ -235,9 +235,9 @@ class Discovery:
         advert = self.advert
         addresses = await _resolve_addresses(advert.hosts)
         try:
-            self._zc = AsyncZeroconf(
-                interfaces=self._interfaces, ip_version=_ip_version(self._interfaces)
-            )
+            ip_version = _ip_version(self._interfaces)
+            # One line on purpose: hooks flag any `Zeroconf(` call without `interfaces`.
+            self._zc = AsyncZeroconf(interfaces=self._interfaces, ip_version=ip_version)
         except (OSError, RuntimeError) as exc:
             raise DiscoveryError(f"discovery: cannot open mDNS sockets ({exc})") from None
         self._info = AsyncServiceInfo(
