@@ -1,0 +1,98 @@
+"""`auto` routing: codes from local data, a dual-basis gate, held-out prompts of clearly
+different tasks routed to their own expert (tiny model; codes need no training)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from solora_node.adapter import compute_codes, dual_basis, gate_weights, route
+from solora_node.adapter.prompts import prompt_batch, prompt_batches
+from tests.unit.test_adapter_helpers import TASKS, tiny_federation
+
+FRENCH = [
+    "bonjour",
+    "merci",
+    "beaucoup",
+    "madame",
+    "je",
+    "voudrais",
+    "une",
+    "table",
+    "pour",
+    "deux",
+    "personnes",
+    "ce",
+    "soir",
+    "nous",
+    "allons",
+    "au",
+    "marché",
+    "avec",
+    "les",
+    "enfants",
+    "il",
+    "fait",
+    "très",
+    "beau",
+    "aujourd'hui",
+    "la",
+    "maison",
+    "est",
+    "grande",
+    "et",
+    "le",
+    "jardin",
+    "est",
+    "joli",
+    "où",
+    "est",
+    "la",
+    "gare",
+    "s'il",
+    "vous",
+    "plaît",
+]
+
+
+def _prompts(task: str, count: int, rng: random.Random) -> list[str]:
+    if task == "arith":
+        return [f"What is {rng.randint(0, 99)} + {rng.randint(0, 99)}?" for _ in range(count)]
+    if task == "lang":
+        return [" ".join(rng.sample(FRENCH, 6)).capitalize() + "." for _ in range(count)]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return [
+        "Reverse the letters: " + " ".join(rng.sample(letters, rng.randint(3, 5)))
+        for _ in range(count)
+    ]
+
+
+def test_auto_routing_picks_the_right_expert_on_held_out_prompts() -> None:
+    loaded, so = tiny_federation()
+    rng = random.Random(0)
+    for task in TASKS:  # each node computes its task's code on its own local data
+        so.codes[task] = compute_codes(
+            so, prompt_batches(loaded.tokenizer, _prompts(task, 24, rng), 12)
+        )
+    held_out = {task: _prompts(task, 12, random.Random(1)) for task in TASKS}
+    so.use_task("rev")  # routing must not depend on the gate the model is in
+    for index, task in enumerate(TASKS):
+        weights = route(so, prompt_batch(loaded.tokenizer, held_out[task]), top1=True)
+        assert weights.shape == (12, 3)
+        assert bool((weights.argmax(dim=-1) == index).all()), task
+        soft = route(so, prompt_batch(loaded.tokenizer, held_out[task]))
+        assert torch.allclose(soft.sum(-1), torch.ones(12))
+        assert bool((soft.argmax(dim=-1) == index).all())
+    assert so.gate.mode == "task" and so.gate.tasks[so.gate.index] == "rev"
+
+
+def test_dual_basis_separates_nearly_collinear_codes() -> None:
+    common = torch.nn.functional.normalize(torch.randn(32), dim=0)
+    directions = torch.randn(3, 32) * 0.05
+    codes = torch.nn.functional.normalize(common + directions, dim=-1)
+    assert float((codes @ codes.T).min()) > 0.9  # raw cosine barely tells them apart
+    dual = dual_basis(codes, ridge=1e-6)
+    assert torch.allclose(dual @ codes.T, torch.eye(3), atol=1e-3)
+    picked = gate_weights(codes, dual, top1=True)
+    assert torch.equal(picked, torch.eye(3))
