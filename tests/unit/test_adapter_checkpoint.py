@@ -1,0 +1,106 @@
+"""Adapter checkpoints and `solora-node infer`: round trip, gate choices, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from solora_node import cli
+from solora_node.adapter import calibrate, compute_codes, set_block_tensors
+from solora_node.adapter.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from solora_node.adapter.prompts import prompt_batch, prompt_batches
+from solora_node.config import FederationSection
+from tests.unit.test_adapter_helpers import TASKS, tiny_federation
+from tests.unit.test_adapter_routing import _prompts
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    loaded, so = tiny_federation()
+    fed = FederationSection(tasks=list(TASKS), mask_mode="random", density=0.3, density_min=0.01)
+    generator = torch.Generator().manual_seed(0)
+    rng = random.Random(0)
+    for task in TASKS:
+        calibrate(so, task, fed)
+        shapes = so.block_shapes()
+        set_block_tensors(
+            so, task, {n: torch.randn(s, generator=generator) for n, s in shapes.items()}
+        )
+        so.codes[task] = compute_codes(
+            so, prompt_batches(loaded.tokenizer, _prompts(task, 16, rng))
+        )
+    folder = tmp_path_factory.mktemp("ckpt") / "adapter"
+    save_checkpoint(so, folder, base_model="tiny", federation_id="fed-test")
+    assert save_checkpoint(so, folder, base_model="tiny") == folder  # overwrite is atomic
+    return folder
+
+
+def test_checkpoint_round_trip(checkpoint: Path, tmp_path: Path) -> None:
+    loaded, so = tiny_federation()
+    restored = load_checkpoint(checkpoint, tmp_path)
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    assert manifest["fingerprint"] == so.fingerprint == restored.so.fingerprint
+    assert set(manifest["mask_ids"]) == set(TASKS)
+    batch = prompt_batch(loaded.tokenizer, ["What is 2 + 2?", "Bonjour madame"])
+    for task in TASKS:
+        assert restored.so.mask_id(task) == manifest["mask_ids"][task]
+        assert set(restored.so.codes[task]) == set(restored.so.code_layers)
+    restored.so.use_merge()
+    with torch.no_grad():
+        merged = restored.so.model(**batch).logits
+        restored.so.use_base()
+        base = restored.so.model(**batch).logits
+    assert (merged - base).abs().max() > 1e-4  # the blocks really are loaded
+
+
+@pytest.mark.parametrize("task", ["arith", "merge", "base", "auto"])
+def test_infer_generates_with_each_gate(
+    checkpoint: Path, task: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["infer", "--checkpoint", str(checkpoint), "--task", task, "--threads", "1"]
+    code = cli.main([*argv, "--max-new-tokens", "4", "--json", "What is 12 + 30?"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert isinstance(result["text"], str)
+    if task == "auto":
+        assert result["gate"] == {"mode": "task", "task": "arith"}
+        assert max(result["routing"], key=result["routing"].get) == "arith"
+    elif task == "arith":
+        assert result["gate"] == {"mode": "task", "task": "arith"}
+    else:
+        assert result["gate"] == {"mode": "merge" if task == "merge" else "off"}
+
+
+def test_infer_errors_are_one_line(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(folder: Path, task: str = "auto") -> str:
+        code = cli.main(["infer", "--checkpoint", str(folder), "--task", task, "hello"])
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err
+        return err
+
+    assert "folder not found" in run(tmp_path / "nowhere")
+    assert "manifest.json not found" in run(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    assert "not readable JSON" in run(tmp_path)
+    assert "--task 'poetry'" in run(checkpoint, "poetry")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    manifest["federation"]["seed"] += 1
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    assert "fingerprint" in run(broken)
+
+
+def test_missing_tensor_file_is_a_checkpoint_error(checkpoint: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "manifest.json").write_text((checkpoint / "manifest.json").read_text())
+    with pytest.raises(CheckpointError, match=r"blocks\.safetensors not found"):
+        load_checkpoint(partial, tmp_path)
