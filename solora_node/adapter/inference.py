@@ -80,5 +80,5 @@ def answer(
             pad_token_id=pad,
         )
     new_tokens = output[0, batch["input_ids"].shape[1] :]
-    generated = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    generated = str(tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
     return Answer(text=generated, gate=so.gate.describe(), routing=routing)
