@@ -30,6 +30,11 @@ from solora_node.net.store import BlockStore, ExchangeResult, Hello, NodeStatus,
 log = logging.getLogger("solora_node.net.client")
 
 
+def _rpc_failure(err: grpc.aio.AioRpcError) -> tuple[Reason, str]:
+    details = err.details() or str(err.code())
+    return reason_of_status(err.code(), details), details
+
+
 @dataclass(frozen=True)
 class HandshakeOutcome:
     reason: Reason
@@ -141,7 +146,7 @@ class PeerClient:
                 request, timeout=timeout or self.limits.chunk_deadline_s
             )
         except grpc.aio.AioRpcError as err:
-            return HandshakeOutcome(reason_of_status(err.code()), err.details() or str(err.code()))
+            return HandshakeOutcome(*_rpc_failure(err))
         verdict, peer = self._check_reply(reply, expected_node_id)
         if peer is None:
             self._refused(
@@ -181,18 +186,14 @@ class PeerClient:
             try:
                 frame = await call.read()
             except grpc.aio.AioRpcError as err:
-                raise SessionAborted(
-                    reason_of_status(err.code()), err.details() or str(err.code())
-                ) from None
+                raise SessionAborted(*_rpc_failure(err)) from None
             return None if frame is grpc.aio.EOF else frame  # type: ignore[return-value]
 
         async def write(frame: exchange_pb2.Frame) -> None:
             try:
                 await call.write(frame)
             except grpc.aio.AioRpcError as err:
-                raise SessionAborted(
-                    reason_of_status(err.code()), err.details() or str(err.code())
-                ) from None
+                raise SessionAborted(*_rpc_failure(err)) from None
 
         try:
             await write(exchange_pb2.Frame(round=local.round, hello=hello_to_proto(local)))
@@ -244,9 +245,8 @@ class PeerClient:
                 status_pb2.StatusRequest(), timeout=timeout
             )
         except grpc.aio.AioRpcError as err:
-            raise WireError(
-                reason_of_status(err.code()), f"status of {address}: {err.details()}"
-            ) from None
+            reason, details = _rpc_failure(err)
+            raise WireError(reason, f"status of {address}: {details}") from None
         return status_from_proto(reply)
 
     async def healthy(

@@ -28,11 +28,20 @@ SERVICE_NAME = "solora.v1.Solora"
 _STATUS_REASONS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: Reason.TOO_LARGE,
     grpc.StatusCode.DEADLINE_EXCEEDED: Reason.TIMEOUT,
+    grpc.StatusCode.PERMISSION_DENIED: Reason.NOT_AUTHORISED,
 }
+# A TLS refusal happens before any RPC, so it only shows in the error text.
+_TLS_REASONS = (
+    ("Hostname Verification", Reason.IDENTITY_MISMATCH),  # cert does not name the expected node
+    ("CERTIFICATE_VERIFY_FAILED", Reason.NOT_AUTHORISED),  # cert not from the federation CA
+)
 
 
-def reason_of_status(code: grpc.StatusCode | None) -> Reason:
-    """A gRPC status from the transport, as one of our reasons (for counting)."""
+def reason_of_status(code: grpc.StatusCode | None, details: str = "") -> Reason:
+    """A gRPC failure from the transport, as one of our reasons (for counting)."""
+    for needle, reason in _TLS_REASONS:
+        if needle in details:
+            return reason
     return _STATUS_REASONS.get(code, Reason.UNAVAILABLE) if code is not None else Reason.UNAVAILABLE
 
 
@@ -132,7 +141,7 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
             frame = await context.read()
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.aio.AioRpcError) else None
-            raise SessionAborted(reason_of_status(code), f"stream broke: {err}") from None
+            raise SessionAborted(reason_of_status(code, str(err)), f"stream broke: {err}") from None
         if frame is grpc.aio.EOF:
             return None
         return frame  # type: ignore[return-value]

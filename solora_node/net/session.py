@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,8 @@ WriteFrame = Callable[[exchange_pb2.Frame], Awaitable[None]]
 
 # Chunks queued ahead of the writer: enough to keep the socket busy, little memory.
 _DATA_DEPTH = 4
+# On abort, how long we try to deliver queued acks before giving up on the stream.
+_FLUSH_TIMEOUT_S = 0.5
 
 
 class SessionAborted(Exception):
@@ -80,6 +83,11 @@ class Outbox:
         """Write what is queued, then stop."""
         self._closing = True
         self._wake.set()
+
+    def drop_data(self) -> None:
+        """Aborting: forget queued chunks, but still write queued acks, then stop."""
+        self._data.clear()
+        self.close()
 
     async def run(self) -> None:
         try:
@@ -388,9 +396,12 @@ class ExchangeSession:
                 Reason.PROTOCOL_ERROR, f"unexpected frame {kind!r} during an exchange"
             )
 
-    async def _next_frame(self) -> exchange_pb2.Frame:
+    async def _next_frame(self) -> exchange_pb2.Frame | None:
         try:
             frame = await asyncio.wait_for(self._read(), self.limits.chunk_deadline_s)
+        except SessionAborted as exc:
+            self._abandon_current(Reason.TRUNCATED, f"stream broke mid-item: {exc.message}")
+            raise
         except asyncio.TimeoutError:
             self._abandon_current(
                 Reason.TIMEOUT, f"no frame within {self.limits.chunk_deadline_s} s"
@@ -399,6 +410,8 @@ class ExchangeSession:
                 Reason.TIMEOUT, f"peer silent for {self.limits.chunk_deadline_s} s"
             ) from None
         if frame is None:
+            if self._finished():
+                return None  # our last step was sending; the peer has all it needed and left
             self._abandon_current(Reason.TRUNCATED, "stream closed mid-item")
             raise SessionAborted(
                 Reason.TRUNCATED, "peer closed the stream before the exchange finished"
@@ -425,7 +438,10 @@ class ExchangeSession:
                 raise SessionAborted(
                     Reason.UNAVAILABLE, f"stream write failed: {self._outbox.error!r}"
                 )
-            self._dispatch(await self._next_frame())
+            frame = await self._next_frame()
+            if frame is None:
+                break
+            self._dispatch(frame)
         if self._sender is not None:
             await self._sender
         self._outbox.close()
@@ -449,6 +465,13 @@ class ExchangeSession:
         except WireError as exc:
             reason, message = exc.reason, exc.detail
         finally:
+            if self._sender is not None and not self._sender.done():
+                self._sender.cancel()
+            if not writer.done():
+                # Tell the peer why its items were refused, if the stream still lets us.
+                self._outbox.drop_data()
+                with contextlib.suppress(Exception, asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(writer), _FLUSH_TIMEOUT_S)
             tasks = [t for t in (self._sender, writer) if t is not None]
             for task in tasks:
                 if not task.done():
