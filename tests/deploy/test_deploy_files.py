@@ -310,10 +310,17 @@ def test_dockerfile_builds_a_cpu_non_root_image_with_a_grpc_health_check() -> No
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n.*healthcheck\.py", text, flags=re.M)
-    # Every COPY from the build context names a file or folder that exists.
+    # Every COPY from the build context names a file or folder that exists and
+    # that the context filter (an allow-list) lets through.
+    allowed = {
+        line[1:].rstrip("/")
+        for line in DOCKERFILE.with_name("Dockerfile.dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
     for line in re.findall(r"^COPY\s+(?!--from)(.+)$", text, flags=re.M):
         for source in line.split()[:-1]:
             assert (ROOT / source).exists(), f"COPY source {source} does not exist"
+            assert source.rstrip("/") in allowed, f"{source} is not in Dockerfile.dockerignore"
 
 
 def test_init_certs_script_is_valid_shell() -> None:
@@ -371,6 +378,24 @@ def test_topology_example_has_a_membership_of_known_tasks() -> None:
         assert member["task"] in cfg.federation.tasks
         assert float(member["capacity"]) > 0
     assert {m["task"] for m in cfg.membership} == set(cfg.federation.tasks)
+
+
+def test_topology_example_plans_with_the_topology_command(probe_env: pytest.MonkeyPatch) -> None:
+    if importlib.util.find_spec("solora_node.net.topology") is None:
+        pytest.skip("solora_node.net.topology is not built yet")
+    from solora_node.commands.topology import load_membership
+    from solora_node.net.topology import plan_topology
+
+    parsed, members = load_membership(CONFIGS / "topology.example.yaml", [])
+    plan = plan_topology(
+        members,
+        parsed.federation.tasks,
+        max_degree=parsed.topology.max_degree,
+        bridges_per_cluster=parsed.topology.bridges_per_cluster,
+    )
+    assert sorted(c.task for c in plan.clusters) == sorted(parsed.federation.tasks)
+    assert sum(c.size for c in plan.clusters) == len(members)
+    assert all(c.spectral_gap > 0 for c in plan.clusters)
 
 
 # --------------------------------------------------------------------------- Prometheus
