@@ -1,0 +1,31 @@
+"""The shapes of task data: one example, one task's splits, and the error for bad data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from solora_node.errors import SoloraError
+
+TaskKind = Literal["generate", "label"]
+
+
+class DataError(SoloraError):
+    """Bad task data; the message names the file (and line) and what is expected."""
+
+
+@dataclass(frozen=True)
+class Example:
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One task's splits. `labels` lists the answer set of a label task (empty for generate)."""
+
+    name: str
+    kind: TaskKind
+    labels: tuple[str, ...]
+    train: list[Example]
+    eval: list[Example]

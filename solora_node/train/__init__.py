@@ -1,0 +1,6 @@
+"""Local training and evaluation of a node's adapter."""
+
+from solora_node.train.evaluate import evaluate, mean_loss
+from solora_node.train.trainer import LocalTrainer, TrainStateError
+
+__all__ = ["LocalTrainer", "TrainStateError", "evaluate", "mean_loss"]
