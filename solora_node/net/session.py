@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from solora_node._proto import exchange_pb2
 from solora_node.adapter.payload import BlockDelta, MaskRecord
@@ -28,6 +29,7 @@ from solora_node.net.reasons import Reason, WireError
 from solora_node.net.store import BlockStore, Descriptor, ExchangeResult, PeerContext
 from solora_node.net.validate import check_offered, validate_delta, validate_mask
 
+T = TypeVar("T")
 Frame = exchange_pb2.Frame
 ReadFrame = Callable[[], Awaitable["exchange_pb2.Frame | None"]]
 WriteFrame = Callable[[exchange_pb2.Frame], Awaitable[None]]
@@ -135,6 +137,7 @@ class ExchangeSession:
         self._read = read
         self._outbox = Outbox(write, self._count_written)
         self._round = store.hello().round
+        self._deadline = time.monotonic() + limits.exchange_deadline_s
         # What we send.
         self._outgoing: dict[int, _Outgoing] = {}
         self._awaiting_ack: set[int] = set()
@@ -296,6 +299,13 @@ class ExchangeSession:
             self._incoming.pop(item_id, None)
             self._refuse(item_id, WireError(reason, detail))
 
+    def _abandon_incoming(self, reason: Reason, detail: str) -> None:
+        """The item in progress, and every wanted one not yet started, will never arrive."""
+        self._abandon_current(reason, detail)
+        for item_id in list(self._incoming):
+            self._incoming.pop(item_id)
+            self._refuse(item_id, WireError(Reason.TRUNCATED, "wanted but never sent"))
+
     def _on_chunk(self, chunk: exchange_pb2.Chunk) -> None:
         if self._current is not None and self._current[0] != chunk.item_id:
             self._abandon_current(
@@ -368,11 +378,7 @@ class ExchangeSession:
         if self._peer_done:
             raise SessionAborted(Reason.PROTOCOL_ERROR, "second done")
         self._peer_done = True
-        # Anything wanted and not delivered by now never will be.
-        self._abandon_current(Reason.TRUNCATED, "peer finished sending mid-item")
-        for item_id in list(self._incoming):
-            self._incoming.pop(item_id)
-            self._refuse(item_id, WireError(Reason.TRUNCATED, "wanted but never sent"))
+        self._abandon_incoming(Reason.TRUNCATED, "peer finished sending mid-item")
 
     # ------------------------------------------------------------ the loop
 
@@ -396,23 +402,32 @@ class ExchangeSession:
                 Reason.PROTOCOL_ERROR, f"unexpected frame {kind!r} during an exchange"
             )
 
+    def _remaining(self) -> float:
+        return self._deadline - time.monotonic()
+
+    async def _bounded(self, awaitable: Awaitable[T], limit: float, what: str) -> T:
+        """Await within `limit` seconds and the exchange deadline, whichever ends first."""
+        remaining = self._remaining()
+        try:
+            return await asyncio.wait_for(awaitable, max(0.0, min(limit, remaining)))
+        except asyncio.TimeoutError:
+            if remaining <= limit:
+                detail = f"exchange took over {self.limits.exchange_deadline_s} s"
+            else:
+                detail = f"no progress {what} within {limit} s"
+            self._abandon_incoming(Reason.TIMEOUT, detail)
+            raise SessionAborted(Reason.TIMEOUT, detail) from None
+
     async def _next_frame(self) -> exchange_pb2.Frame | None:
         try:
-            frame = await asyncio.wait_for(self._read(), self.limits.chunk_deadline_s)
+            frame = await self._bounded(self._read(), self.limits.chunk_deadline_s, "reading")
         except SessionAborted as exc:
-            self._abandon_current(Reason.TRUNCATED, f"stream broke mid-item: {exc.message}")
+            self._abandon_incoming(Reason.TRUNCATED, f"stream broke mid-item: {exc.message}")
             raise
-        except asyncio.TimeoutError:
-            self._abandon_current(
-                Reason.TIMEOUT, f"no frame within {self.limits.chunk_deadline_s} s"
-            )
-            raise SessionAborted(
-                Reason.TIMEOUT, f"peer silent for {self.limits.chunk_deadline_s} s"
-            ) from None
         if frame is None:
             if self._finished():
                 return None  # our last step was sending; the peer has all it needed and left
-            self._abandon_current(Reason.TRUNCATED, "stream closed mid-item")
+            self._abandon_incoming(Reason.TRUNCATED, "stream closed mid-item")
             raise SessionAborted(
                 Reason.TRUNCATED, "peer closed the stream before the exchange finished"
             )
@@ -443,31 +458,33 @@ class ExchangeSession:
                 break
             self._dispatch(frame)
         if self._sender is not None:
-            await self._sender
+            await self._bounded(self._sender, self.limits.chunk_deadline_s, "sending")
         self._outbox.close()
-        await writer
+        await self._bounded(writer, self.limits.chunk_deadline_s, "writing")
 
     async def run(self) -> ExchangeResult:
         """Exchange until both sides are done or the exchange deadline; never raises for
-        peer problems: they end up in the result's reason."""
+        peer problems: they end up in the result's reason (and the observer hears of it)."""
         started = time.monotonic()
+        self._deadline = started + self.limits.exchange_deadline_s
         writer = asyncio.create_task(self._outbox.run())
         reason, message = Reason.OK, ""
+        cancelled = False
         try:
-            await asyncio.wait_for(self._exchange(writer), self.limits.exchange_deadline_s)
-        except asyncio.TimeoutError:
-            reason, message = (
-                Reason.TIMEOUT,
-                f"exchange took over {self.limits.exchange_deadline_s} s",
-            )
+            await self._exchange(writer)
         except SessionAborted as exc:
             reason, message = exc.reason, exc.message
         except WireError as exc:
             reason, message = exc.reason, exc.detail
+        except asyncio.CancelledError:
+            # gRPC cancels a handler whose stream died (e.g. a message over the size limit):
+            # still count the exchange, then let the cancellation go on.
+            reason, message, cancelled = Reason.UNAVAILABLE, "stream cancelled", True
+            self._abandon_incoming(Reason.TRUNCATED, "stream cancelled mid-item")
         finally:
             if self._sender is not None and not self._sender.done():
                 self._sender.cancel()
-            if not writer.done():
+            if not writer.done() and not cancelled:
                 # Tell the peer why its items were refused, if the stream still lets us.
                 self._outbox.drop_data()
                 with contextlib.suppress(Exception, asyncio.TimeoutError):
@@ -479,6 +496,8 @@ class ExchangeSession:
             await asyncio.gather(*tasks, return_exceptions=True)
         result = self.result(reason, message, time.monotonic() - started)
         self.observer.exchange_finished(result)
+        if cancelled:
+            raise asyncio.CancelledError
         return result
 
     def result(self, reason: Reason, message: str, duration_s: float) -> ExchangeResult:
