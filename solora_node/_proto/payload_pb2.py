@@ -26,17 +26,17 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as solora_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17solora/v1/payload.proto\x12\tsolora.v1\x1a\x16solora/v1/common.proto\"\x8e\x01\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.solora.v1.Dtype\x12\r\n\x05shape\x18\x03 \x03(\x04\x12\r\n\x05scale\x18\x04 \x01(\x01\x12\x0e\n\x06offset\x18\x05 \x01(\x04\x12\x0e\n\x06length\x18\x06 \x01(\x04\x12\x13\n\x0b\x64\x65nse_shape\x18\x07 \x03(\x04\"\xd0\x01\n\rPayloadHeader\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.solora.v1.PayloadKind\x12(\n\x07version\x18\x02 \x01(\x0b\x32\x17.solora.v1.BlockVersion\x12\"\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x10.solora.v1.Dtype\x12%\n\x06layers\x18\x04 \x03(\x0b\x32\x15.solora.v1.TensorInfo\x12$\n\x05\x63odes\x18\x05 \x03(\x0b\x32\x15.solora.v1.TensorInfo*@\n\x0bPayloadKind\x12\x1c\n\x18PAYLOAD_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x44\x45LTA\x10\x01\x12\x08\n\x04MASK\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17solora/v1/payload.proto\x12\tsolora.v1\x1a\x16solora/v1/common.proto\"\x8b\x01\n\x0bTensorTable\x12\x0c\n\x04name\x18\x01 \x03(\t\x12\x1f\n\x05\x64type\x18\x02 \x03(\x0e\x32\x10.solora.v1.Dtype\x12\x0c\n\x04ndim\x18\x03 \x03(\r\x12\x0c\n\x04\x64ims\x18\x04 \x03(\x04\x12\r\n\x05scale\x18\x05 \x03(\x01\x12\x0e\n\x06length\x18\x06 \x03(\x04\x12\x12\n\ndense_dims\x18\x07 \x03(\x04\"\xd2\x01\n\rPayloadHeader\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.solora.v1.PayloadKind\x12(\n\x07version\x18\x02 \x01(\x0b\x32\x17.solora.v1.BlockVersion\x12\"\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x10.solora.v1.Dtype\x12&\n\x06layers\x18\x04 \x01(\x0b\x32\x16.solora.v1.TensorTable\x12%\n\x05\x63odes\x18\x05 \x01(\x0b\x32\x16.solora.v1.TensorTable*@\n\x0bPayloadKind\x12\x1c\n\x18PAYLOAD_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x44\x45LTA\x10\x01\x12\x08\n\x04MASK\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'solora.v1.payload_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYLOADKIND']._serialized_start=418
-  _globals['_PAYLOADKIND']._serialized_end=482
-  _globals['_TENSORINFO']._serialized_start=63
-  _globals['_TENSORINFO']._serialized_end=205
-  _globals['_PAYLOADHEADER']._serialized_start=208
-  _globals['_PAYLOADHEADER']._serialized_end=416
+  _globals['_PAYLOADKIND']._serialized_start=417
+  _globals['_PAYLOADKIND']._serialized_end=481
+  _globals['_TENSORTABLE']._serialized_start=63
+  _globals['_TENSORTABLE']._serialized_end=202
+  _globals['_PAYLOADHEADER']._serialized_start=205
+  _globals['_PAYLOADHEADER']._serialized_end=415
 # @@protoc_insertion_point(module_scope)

@@ -18,23 +18,23 @@ PAYLOAD_KIND_UNSPECIFIED: PayloadKind
 DELTA: PayloadKind
 MASK: PayloadKind
 
-class TensorInfo(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "scale", "offset", "length", "dense_shape")
+class TensorTable(_message.Message):
+    __slots__ = ("name", "dtype", "ndim", "dims", "scale", "length", "dense_dims")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
-    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NDIM_FIELD_NUMBER: _ClassVar[int]
+    DIMS_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
-    OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
-    DENSE_SHAPE_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    dtype: _common_pb2.Dtype
-    shape: _containers.RepeatedScalarFieldContainer[int]
-    scale: float
-    offset: int
-    length: int
-    dense_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[_common_pb2.Dtype, str]] = ..., shape: _Optional[_Iterable[int]] = ..., scale: _Optional[float] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., dense_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    DENSE_DIMS_FIELD_NUMBER: _ClassVar[int]
+    name: _containers.RepeatedScalarFieldContainer[str]
+    dtype: _containers.RepeatedScalarFieldContainer[_common_pb2.Dtype]
+    ndim: _containers.RepeatedScalarFieldContainer[int]
+    dims: _containers.RepeatedScalarFieldContainer[int]
+    scale: _containers.RepeatedScalarFieldContainer[float]
+    length: _containers.RepeatedScalarFieldContainer[int]
+    dense_dims: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[_Iterable[str]] = ..., dtype: _Optional[_Iterable[_Union[_common_pb2.Dtype, str]]] = ..., ndim: _Optional[_Iterable[int]] = ..., dims: _Optional[_Iterable[int]] = ..., scale: _Optional[_Iterable[float]] = ..., length: _Optional[_Iterable[int]] = ..., dense_dims: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PayloadHeader(_message.Message):
     __slots__ = ("kind", "version", "encoding", "layers", "codes")
@@ -46,6 +46,6 @@ class PayloadHeader(_message.Message):
     kind: PayloadKind
     version: _common_pb2.BlockVersion
     encoding: _common_pb2.Dtype
-    layers: _containers.RepeatedCompositeFieldContainer[TensorInfo]
-    codes: _containers.RepeatedCompositeFieldContainer[TensorInfo]
-    def __init__(self, kind: _Optional[_Union[PayloadKind, str]] = ..., version: _Optional[_Union[_common_pb2.BlockVersion, _Mapping]] = ..., encoding: _Optional[_Union[_common_pb2.Dtype, str]] = ..., layers: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., codes: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ...) -> None: ...
+    layers: TensorTable
+    codes: TensorTable
+    def __init__(self, kind: _Optional[_Union[PayloadKind, str]] = ..., version: _Optional[_Union[_common_pb2.BlockVersion, _Mapping]] = ..., encoding: _Optional[_Union[_common_pb2.Dtype, str]] = ..., layers: _Optional[_Union[TensorTable, _Mapping]] = ..., codes: _Optional[_Union[TensorTable, _Mapping]] = ...) -> None: ...

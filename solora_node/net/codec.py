@@ -15,7 +15,6 @@ import struct
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from solora_node._proto import common_pb2, payload_pb2
 from solora_node.adapter.payload import WIRE_DTYPES, BlockDelta, BlockVersion, MaskRecord, RawTensor
@@ -103,30 +102,26 @@ def from_float32(values: np.ndarray, dtype: str) -> RawTensor:
 # ---------------------------------------------------------------- encode
 
 
-def _add_tensors(
-    target: RepeatedCompositeFieldContainer[payload_pb2.TensorInfo],
+def _fill_table(
+    table: payload_pb2.TensorTable,
     tensors: Mapping[str, RawTensor],
-    offset: int,
     dense: Mapping[str, tuple[int, int]] | None = None,
-) -> int:
+) -> None:
     for name, tensor in tensors.items():
-        itemsize = WIRE_DTYPES[tensor.dtype]
-        if tensor.numel * itemsize != len(tensor.data):
+        if tensor.numel * WIRE_DTYPES[tensor.dtype] != len(tensor.data):
             raise ValueError(
                 f"tensor {name!r}: {len(tensor.data)} bytes but shape {tensor.shape} of "
-                f"{tensor.dtype} needs {tensor.numel * itemsize}"
+                f"{tensor.dtype} needs {tensor.numel * WIRE_DTYPES[tensor.dtype]}"
             )
-        info = target.add()
-        info.name = name
-        info.dtype = _DTYPES[tensor.dtype][0]
-        info.shape.extend(tensor.shape)
-        info.scale = tensor.scale
-        info.offset = offset
-        info.length = len(tensor.data)
-        if dense is not None:
-            info.dense_shape.extend(dense[name])
-        offset += len(tensor.data)
-    return offset
+    # Whole columns at once: one C-level extend per column instead of a message per tensor.
+    table.name.extend(tensors)
+    table.dtype.extend([_DTYPES[t.dtype][0] for t in tensors.values()])
+    table.ndim.extend([len(t.shape) for t in tensors.values()])
+    table.dims.extend([d for t in tensors.values() for d in t.shape])
+    table.scale.extend([t.scale for t in tensors.values()])
+    table.length.extend([len(t.data) for t in tensors.values()])
+    if dense is not None:
+        table.dense_dims.extend([d for name in tensors for d in dense[name]])
 
 
 def _assemble(header: payload_pb2.PayloadHeader, buffers: Iterable[bytes]) -> bytes:
@@ -148,8 +143,8 @@ def encode_delta(delta: BlockDelta) -> bytes:
     version.round = delta.version.round
     version.origin = delta.version.origin
     version.mask_id = delta.mask_id
-    offset = _add_tensors(header.layers, delta.layers, 0)
-    _add_tensors(header.codes, delta.codes, offset)
+    _fill_table(header.layers, delta.layers)
+    _fill_table(header.codes, delta.codes)
     buffers = [t.data for t in delta.layers.values()] + [t.data for t in delta.codes.values()]
     return _assemble(header, buffers)
 
@@ -161,7 +156,7 @@ def encode_mask(mask: MaskRecord) -> bytes:
     header = payload_pb2.PayloadHeader(kind=payload_pb2.MASK)
     header.version.task = mask.task
     header.version.mask_id = mask.mask_id
-    _add_tensors(header.layers, mask.layers, 0, dense=mask.shapes)
+    _fill_table(header.layers, mask.layers, dense=mask.shapes)
     return _assemble(header, [t.data for t in mask.layers.values()])
 
 
@@ -193,38 +188,44 @@ def _check_name(name: str, what: str) -> None:
         raise _malformed(f"{what} name must have 1..{MAX_NAME_CHARS} characters")
 
 
-def _read_tensors(
-    infos: Iterable[payload_pb2.TensorInfo], body: memoryview, offset: int
+def _read_table(
+    table: payload_pb2.TensorTable, body: memoryview, offset: int
 ) -> tuple[dict[str, RawTensor], int]:
+    """Tensors of one table, reading buffers from `offset`; returns them and the end offset."""
+    names = list(table.name)
+    count = len(names)
+    dtypes, ndims, scales, lengths = (
+        list(table.dtype),
+        list(table.ndim),
+        list(table.scale),
+        list(table.length),
+    )
+    if not len(dtypes) == len(ndims) == len(scales) == len(lengths) == count:
+        raise _malformed("tensor table columns have different lengths")
+    if count > MAX_TENSORS or any(n > MAX_DIMS for n in ndims):
+        raise _malformed(f"more than {MAX_TENSORS} tensors or {MAX_DIMS} dims")
+    dims = list(table.dims)
+    if len(dims) != sum(ndims):
+        raise _malformed(f"{len(dims)} dims listed for shapes of {sum(ndims)} dims")
     tensors: dict[str, RawTensor] = {}
-    for info in infos:
-        _check_name(info.name, "tensor")
-        if info.name in tensors:
-            raise _malformed(f"tensor {info.name!r} appears twice")
-        dtype = dtype_from_proto(info.dtype)
-        if len(info.shape) > MAX_DIMS:
-            raise _malformed(f"tensor {info.name!r} has {len(info.shape)} dims (max {MAX_DIMS})")
-        shape = tuple(int(d) for d in info.shape)
-        numel = math.prod(shape)
-        if info.offset != offset:
-            raise _malformed(f"tensor {info.name!r} starts at {info.offset}, expected {offset}")
-        if numel * WIRE_DTYPES[dtype] != info.length:
-            raise _malformed(
-                f"tensor {info.name!r}: length {info.length} != {numel} x {dtype} bytes"
-            )
-        end = offset + info.length
+    at = 0
+    for name, code, ndim, scale, length in zip(names, dtypes, ndims, scales, lengths, strict=True):
+        _check_name(name, "tensor")
+        if name in tensors:
+            raise _malformed(f"tensor {name!r} appears twice")
+        dtype = dtype_from_proto(code)
+        shape = tuple(dims[at : at + ndim])
+        at += ndim
+        if math.prod(shape) * WIRE_DTYPES[dtype] != length:
+            raise _malformed(f"tensor {name!r}: {length} bytes do not hold {shape} x {dtype}")
+        end = offset + length
         if end > len(body):
-            raise WireError(Reason.TRUNCATED, f"tensor {info.name!r} runs past the end of the item")
-        tensors[info.name] = RawTensor(
-            dtype=dtype, shape=shape, data=bytes(body[offset:end]), scale=info.scale
+            raise WireError(Reason.TRUNCATED, f"tensor {name!r} runs past the end of the item")
+        tensors[name] = RawTensor(
+            dtype=dtype, shape=shape, data=bytes(body[offset:end]), scale=scale
         )
         offset = end
     return tensors, offset
-
-
-def _check_tensor_count(header: payload_pb2.PayloadHeader) -> None:
-    if len(header.layers) + len(header.codes) > MAX_TENSORS:
-        raise _malformed(f"more than {MAX_TENSORS} tensors")
 
 
 def _finish(body: memoryview, end: int) -> None:
@@ -240,10 +241,10 @@ def _delta_from(header: payload_pb2.PayloadHeader, body: memoryview) -> BlockDel
     encoding = dtype_from_proto(header.encoding)
     if encoding not in VALUE_ENCODINGS:
         raise WireError(Reason.WRONG_DTYPE, f"encoding {encoding} cannot carry block values")
-    if any(info.dense_shape for info in header.layers):
-        raise _malformed("dense_shape is only valid in a mask")
-    layers, end = _read_tensors(header.layers, body, 0)
-    codes, end = _read_tensors(header.codes, body, end)
+    if header.layers.dense_dims or header.codes.dense_dims:
+        raise _malformed("dense_dims are only valid in a mask")
+    layers, end = _read_table(header.layers, body, 0)
+    codes, end = _read_table(header.codes, body, end)
     _finish(body, end)
     return BlockDelta(
         version=BlockVersion(task=v.task, round=v.round, origin=v.origin),
@@ -258,22 +259,20 @@ def _mask_from(header: payload_pb2.PayloadHeader, body: memoryview) -> MaskRecor
     v = header.version
     _check_name(v.task, "task")
     _check_name(v.mask_id, "mask_id")
-    if header.codes:
+    if header.codes.name:
         raise _malformed("a mask carries no codes")
-    shapes: dict[str, tuple[int, int]] = {}
-    for info in header.layers:
-        if len(info.dense_shape) != 2:
-            raise _malformed(f"mask layer {info.name!r} needs a 2-d dense_shape")
-        shapes[info.name] = (int(info.dense_shape[0]), int(info.dense_shape[1]))
-    layers, end = _read_tensors(header.layers, body, 0)
+    layers, end = _read_table(header.layers, body, 0)
     _finish(body, end)
+    dense = list(header.layers.dense_dims)
+    if len(dense) != 2 * len(layers):
+        raise _malformed("a mask needs a 2-d dense shape per layer")
+    shapes = {name: (dense[2 * i], dense[2 * i + 1]) for i, name in enumerate(layers)}
     return MaskRecord(task=v.task, mask_id=v.mask_id, layers=layers, shapes=shapes)
 
 
 def decode_item(data: bytes | bytearray | memoryview) -> BlockDelta | MaskRecord:
     """Decode an encoded delta or mask; any defect raises WireError, nothing else escapes."""
     header, body = _parse_header(memoryview(data))
-    _check_tensor_count(header)
     if header.kind == payload_pb2.DELTA:
         return _delta_from(header, body)
     if header.kind == payload_pb2.MASK:
