@@ -140,6 +140,11 @@ def prepare_default_model(cache_dir: Path, name: str = DEFAULT_MODEL_NAME) -> Pa
         (staging / "SOLORA_SOURCE.json").write_text(
             json.dumps({"source": DEFAULT_PACKAGE, "gguf": DEFAULT_GGUF}), encoding="utf-8"
         )
+        # mkdtemp makes 0700 and some writers 0600: a model prepared by root must stay
+        # readable by a dedicated service user.
+        staging.chmod(0o755)
+        for item in staging.iterdir():
+            item.chmod(0o644)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)  # atomic: a half-written folder is never taken for a model

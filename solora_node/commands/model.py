@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 from solora_node.commands._common import emit_json
-from solora_node.model import DEFAULT_MODEL_NAME, prepare_default_model
 
+# Kept in sync with solora_node.model; not imported here so that `--help` stays fast
+# (that module imports torch and transformers).
+DEFAULT_MODEL_NAME = "smollm2-135m"
 DEFAULT_CACHE = Path(os.path.expanduser("~/.cache/solora-node"))
 
 
@@ -25,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_prepare(args: argparse.Namespace) -> int:
+    from solora_node.model import prepare_default_model
+
     folder = prepare_default_model(args.cache_dir, args.name)
     if args.json:
         emit_json({"name": args.name, "path": str(folder)})

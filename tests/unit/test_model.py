@@ -60,3 +60,13 @@ def test_embedded_default_model_loads_offline() -> None:
     prepared = ModelSection().cache_dir / "smollm2-135m"
     assert (prepared / "model.safetensors").is_file()
     assert not hasattr(config, "quantization_config")
+
+
+def test_cli_help_does_not_import_torch() -> None:
+    """`solora-node --help` and one-shot commands (certs) must start fast: no torch at import."""
+    import subprocess
+    import sys
+
+    code = "import sys, solora_node.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
