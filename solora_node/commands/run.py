@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from solora_node.commands._common import add_config_args, config_from_args
-from solora_node.errors import NotBuiltYet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("run", help="run the node daemon (not available yet)")
+    parser = subparsers.add_parser(
+        "run", help="run the node daemon (foreground; SIGTERM = graceful stop)"
+    )
     add_config_args(parser)
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    config_from_args(args)  # a bad config is reported before anything else
-    raise NotBuiltYet("solora-node run", issue=5)
+    from solora_node import logs
+    from solora_node.node import run_node
+
+    cfg = config_from_args(args)  # a bad config is reported before anything is loaded
+    level = "debug" if args.debug else cfg.node.log_level
+    logs.configure(level, cfg.node.log_json, cfg.node.id)
+    return asyncio.run(run_node(cfg))

@@ -1,0 +1,117 @@
+"""One node's local learning: base model + SO-LoRA adapter + task data + trainer.
+
+This is the "train" step of a round and nothing else: no network, no files. The daemon
+calls it from a worker thread; every method runs to completion without awaiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import torch
+
+from solora_node.adapter import (
+    SoLoraConfig,
+    SoLoraModel,
+    calibrate,
+    compute_codes,
+    inject,
+    install_mask,
+)
+from solora_node.adapter.payload import MaskRecord
+from solora_node.adapter.prompts import prompt_batches
+from solora_node.config import NodeConfig
+from solora_node.data.examples import TaskData
+from solora_node.data.tasks import load_task
+from solora_node.model import LoadedModel, load_base_model
+from solora_node.train import LocalTrainer, evaluate
+
+log = logging.getLogger(__name__)
+
+CODE_PROMPTS = 128  # prompts used for this task's routing code (mean input)
+
+
+class LocalLearner:
+    """The model, adapter, data and optimizer of one node's own task."""
+
+    def __init__(self, cfg: NodeConfig, loaded: LoadedModel | None = None) -> None:
+        self.cfg = cfg
+        self.task = cfg.task.name
+        torch.manual_seed(cfg.train.seed)
+        if loaded is None:
+            loaded = load_base_model(cfg.model.base, cfg.model.cache_dir, seed=cfg.train.seed)
+        self.tokenizer = loaded.tokenizer
+        self.so: SoLoraModel = inject(loaded.model, SoLoraConfig.from_federation(cfg.federation))
+        # The federation seed, not the node's: all nodes of a task must cut the same
+        # train/eval split and disjoint shards of it.
+        self.data: TaskData = load_task(cfg.task, seed=cfg.federation.seed)
+        params = self.so.train_task(self.task)
+        self.trainer = LocalTrainer(
+            loaded.model, loaded.tokenizer, self.data.train, params, cfg.train
+        )
+        self.so.codes[self.task] = self._routing_code()
+        # Held while the model's parameters change, so a checkpoint taken from another
+        # thread (e.g. on SIGTERM) never sees half a step.
+        self.lock = threading.Lock()
+
+    def _routing_code(self) -> dict[str, torch.Tensor]:
+        prompts = [ex.input for ex in self.data.train[:CODE_PROMPTS]]
+        return compute_codes(self.so, prompt_batches(self.tokenizer, prompts))
+
+    @property
+    def calibrated(self) -> bool:
+        return self.so.has_mask(self.task)
+
+    @property
+    def mask_id(self) -> str:
+        return self.so.mask_id(self.task)
+
+    def warm_up(self) -> list[float]:
+        """Dense local steps before the mask exists (DESIGN §2.2 step 1)."""
+        steps = self.cfg.federation.warmup_steps
+        if self.cfg.federation.mask_mode == "random" or steps == 0:
+            return []
+        with self.lock:
+            self.so.train_task(self.task)
+            return self.trainer.train_steps(steps)
+
+    def calibrate(self) -> str:
+        """Make this node's own mask from its warm-up and local data; returns the mask_id."""
+        batches = prompt_batches(self.tokenizer, [ex.input for ex in self.data.train[:64]])
+        mask_id = calibrate(self.so, self.task, self.cfg.federation, batches)
+        self._restart_optimizer()
+        return mask_id
+
+    def adopt_mask(self, record: MaskRecord) -> None:
+        """Train under the cluster's mask from now on (entries off it are dropped)."""
+        install_mask(self.so, record)
+        self.so.enforce_masks(self.task)
+        self._restart_optimizer()
+
+    def _restart_optimizer(self) -> None:
+        # Adam's moments belong to the old support: start fresh under the new mask.
+        params = self.so.train_task(self.task)
+        self.trainer.reset_optimizer(params, self.so.grad_masks(self.task))
+
+    def train_round(self) -> list[float]:
+        with self.lock:
+            self.so.train_task(self.task)
+            losses = self.trainer.train_steps(self.cfg.train.steps_per_round)
+            self.so.enforce_masks(self.task)
+        return losses
+
+    def evaluate_own(self, limit: int | None = None) -> float:
+        """Accuracy on this node's task with the task-aware (one-hot) gate."""
+        self.so.use_task(self.task)
+        try:
+            return evaluate(self.so.model, self.tokenizer, self.data, limit=limit)
+        finally:
+            self.so.train_task(self.task)
+
+
+def default_cache_dir() -> Path:
+    from solora_node.config import ModelSection
+
+    return ModelSection().cache_dir
