@@ -32,7 +32,8 @@ Spec = dict[str, Any]
 def build_store(spec: Spec) -> InMemoryStore:
     """Spec keys: node_id, task, layouts {task: {layer: [d_out, r]}}, masks [{task, density,
     seed}], blocks [{mask, round, origin, encoding, seed}]; optional hold_masks (indices of
-    the masks the store holds; default all), federation_id, fingerprint, round."""
+    the masks the store holds; default all), take (default true), federation_id,
+    fingerprint, round."""
     layouts = {
         task: {layer: (int(s[0]), int(s[1])) for layer, s in layers.items()}
         for task, layers in spec["layouts"].items()
@@ -44,6 +45,7 @@ def build_store(spec: Spec) -> InMemoryStore:
         federation_id=spec.get("federation_id", "test-federation"),
         fingerprint=spec.get("fingerprint", "test-fingerprint"),
         round_=spec.get("round", 0),
+        take=spec.get("take", True),
     )
     masks = [
         random_mask(m["task"], layouts[m["task"]], m["density"], m["seed"])

@@ -106,6 +106,7 @@ class InMemoryStore:
         round_: int = 0,
         codes: Mapping[str, tuple[int, ...]] | None = None,
         required_masks: Mapping[str, str] | None = None,
+        take: bool = True,
     ) -> None:
         self.node_id = node_id
         self.task = task
@@ -117,11 +118,14 @@ class InMemoryStore:
         self.codes = dict(codes or {})
         # task -> the one mask_id this node accepts blocks under (agreed in its cluster).
         self.required_masks = dict(required_masks or {})
+        self.take = take  # False: only give (a benchmark source)
         self.blocks: dict[VersionKey, BlockDelta] = {}
         self.masks: dict[str, MaskRecord] = {}
         self.peers: dict[str, PeerInfo] = {}
         self.exchanges: collections.deque[ExchangeResult] = collections.deque(maxlen=16)
         self.received: list[BlockDelta] = []
+        # Counting a mask's bits is not free: once per (task, mask_id).
+        self._expectations: dict[tuple[str, str], Expectation] = {}
 
     # ------------------------------------------------------------ local side
 
@@ -162,6 +166,8 @@ class InMemoryStore:
         return self.masks.get(mask_id)
 
     def wants(self, peer: PeerContext, offered: Sequence[Descriptor]) -> Collection[int]:
+        if not self.take:
+            return []
         offered_masks = {d.mask_id for d in offered if d.kind == "mask"}
         wanted = []
         for d in offered:
@@ -182,10 +188,15 @@ class InMemoryStore:
         required = self.required_masks.get(task)
         if required is not None and mask_id != required:
             return Reason.MASK_MISMATCH
+        cached = self._expectations.get((task, mask_id))
+        if cached is not None:
+            return cached
         mask = self.masks.get(mask_id)
-        if mask is None:
+        if mask is None or mask.task != task:
             return Reason.MASK_UNKNOWN
-        return expectation_from_mask(mask, codes=self.codes)
+        expectation = expectation_from_mask(mask, codes=self.codes)
+        self._expectations[(task, mask_id)] = expectation
+        return expectation
 
     def mask_shapes(self, task: str) -> Mapping[str, tuple[int, int]] | None:
         return self.layouts.get(task)

@@ -14,7 +14,7 @@ import collections
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -58,27 +58,29 @@ class _Outgoing:
 class Outbox:
     """The only writer of a stream. Control frames (want, ack) overtake queued chunks."""
 
-    def __init__(self, write: WriteFrame, on_written: Callable[[exchange_pb2.Frame], None]) -> None:
+    def __init__(
+        self, write: WriteFrame, on_written: Callable[[exchange_pb2.Frame, int], None]
+    ) -> None:
         self._write = write
         self._on_written = on_written
-        self._control: collections.deque[exchange_pb2.Frame] = collections.deque()
-        self._data: collections.deque[exchange_pb2.Frame] = collections.deque()
+        self._control: collections.deque[tuple[exchange_pb2.Frame, int]] = collections.deque()
+        self._data: collections.deque[tuple[exchange_pb2.Frame, int]] = collections.deque()
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._closing = False
         self.error: BaseException | None = None
 
     def control(self, frame: exchange_pb2.Frame) -> None:
-        self._control.append(frame)
+        self._control.append((frame, frame.ByteSize()))
         self._wake.set()
 
-    async def data(self, frame: exchange_pb2.Frame) -> None:
+    async def data(self, frame: exchange_pb2.Frame, size: int) -> None:
         while len(self._data) >= _DATA_DEPTH and self.error is None:
             self._space.clear()
             await self._space.wait()
         if self.error is not None:
             raise SessionAborted(Reason.UNAVAILABLE, f"stream write failed: {self.error!r}")
-        self._data.append(frame)
+        self._data.append((frame, size))
         self._wake.set()
 
     def close(self) -> None:
@@ -95,9 +97,9 @@ class Outbox:
         try:
             while True:
                 if self._control:
-                    frame = self._control.popleft()
+                    frame, size = self._control.popleft()
                 elif self._data:
-                    frame = self._data.popleft()
+                    frame, size = self._data.popleft()
                     self._space.set()
                 elif self._closing:
                     return
@@ -106,7 +108,7 @@ class Outbox:
                     await self._wake.wait()
                     continue
                 await self._write(frame)
-                self._on_written(frame)
+                self._on_written(frame, size)
         except BaseException as exc:
             self.error = exc
             self._space.set()
@@ -166,8 +168,7 @@ class ExchangeSession:
     def _frame(self, **body: object) -> exchange_pb2.Frame:
         return Frame(round=self._round, **body)  # type: ignore[arg-type]
 
-    def _count_written(self, frame: exchange_pb2.Frame) -> None:
-        size = frame.ByteSize()
+    def _count_written(self, frame: exchange_pb2.Frame, size: int) -> None:
         self._bytes_sent += size
         self.observer.bytes_moved("delta" if frame.HasField("chunk") else "control", "sent", size)
 
@@ -221,24 +222,26 @@ class ExchangeSession:
             descriptors.append(d)
         return descriptors
 
-    def _chunk_frames(self, item: _Outgoing) -> list[exchange_pb2.Frame]:
-        """The frames of one item; a test subclass may corrupt or truncate them."""
-        parts = split(item.data, self.limits.chunk_bytes)
+    def _chunk_frames(self, item: _Outgoing) -> Iterator[exchange_pb2.Frame]:
+        """The frames of one item, built as they are sent (one chunk in memory at a time);
+        a test subclass may corrupt or truncate them."""
         total = chunk_count(len(item.data), self.limits.chunk_bytes)
-        return [
-            self._frame(
-                chunk=exchange_pb2.Chunk(
-                    item_id=item.descriptor.item_id, index=i, total=total, data=bytes(p)
-                )
-            )
-            for i, p in enumerate(parts)
-        ]
+        for index, part in enumerate(split(item.data, self.limits.chunk_bytes)):
+            frame = Frame(round=self._round)
+            # Filling the frame's own sub-message avoids copying a built Chunk into it.
+            chunk = frame.chunk
+            chunk.item_id = item.descriptor.item_id
+            chunk.index = index
+            chunk.total = total
+            chunk.data = bytes(part)
+            yield frame
 
     async def _send_wanted(self, wanted: list[int]) -> None:
         for item_id in wanted:
             for frame in self._chunk_frames(self._outgoing[item_id]):
-                await self._outbox.data(frame)
-        await self._outbox.data(self._frame(done=exchange_pb2.Done(items_sent=len(wanted))))
+                await self._outbox.data(frame, frame.ByteSize())
+        done = self._frame(done=exchange_pb2.Done(items_sent=len(wanted)))
+        await self._outbox.data(done, done.ByteSize())
         self._done_sent = True
 
     def _on_want(self, want: exchange_pb2.Want) -> None:

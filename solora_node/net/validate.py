@@ -112,10 +112,14 @@ def block_norm(delta: BlockDelta) -> float:
     total = 0.0
     for tensor in delta.layers.values():
         values = to_float32(tensor).ravel()
-        if not np.isfinite(values).all():
-            return math.nan
-        # float64 accumulation: float32 squares of large fp16 values would overflow early.
-        total += float(np.dot(values, values.astype(np.float64)))
+        # One BLAS pass: NaN or Inf anywhere makes the sum non-finite. A finite but huge
+        # float32 value can overflow the square too; the rare slow path tells them apart.
+        square = float(np.dot(values, values))
+        if not math.isfinite(square):
+            if not np.isfinite(values).all():
+                return math.nan
+            return math.inf
+        total += square
     return math.sqrt(total)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -58,8 +58,8 @@ class FaultySession(ExchangeSession):
             self._outgoing[item_id] = _Outgoing(d, garbage)
         return [o.descriptor for o in self._outgoing.values()]
 
-    def _chunk_frames(self, item: _Outgoing) -> list[exchange_pb2.Frame]:
-        frames = super()._chunk_frames(item)
+    def _chunk_frames(self, item: _Outgoing) -> Iterator[exchange_pb2.Frame]:
+        frames = list(super()._chunk_frames(item))
         if self.fault is Fault.CORRUPT_CHUNK:
             data = bytearray(frames[0].chunk.data)
             data[len(data) // 2] ^= 0xFF
@@ -68,10 +68,10 @@ class FaultySession(ExchangeSession):
             whole = exchange_pb2.Chunk(
                 item_id=item.descriptor.item_id, index=0, total=1, data=item.data
             )
-            return [self._frame(chunk=whole)]
+            frames = [self._frame(chunk=whole)]
         elif self.fault in (Fault.EARLY_DONE, Fault.STALL):
-            return frames[:1]
-        return frames
+            frames = frames[:1]
+        return iter(frames)
 
     async def _send_wanted(self, wanted: list[int]) -> None:
         if self.fault is not Fault.STALL:
@@ -79,7 +79,7 @@ class FaultySession(ExchangeSession):
             return
         for item_id in wanted:
             for frame in self._chunk_frames(self._outgoing[item_id]):
-                await self._outbox.data(frame)
+                await self._outbox.data(frame, frame.ByteSize())
         await asyncio.sleep(30)  # cancelled when the receiver gives up
 
 
