@@ -17,12 +17,14 @@ from solora_node.adapter.calibration import (
 from solora_node.adapter.delta import (
     apply_block,
     block_tensors,
+    block_values,
     check_block,
     extract_block,
     install_mask,
     mask_record,
     record_masks,
     set_block_tensors,
+    set_block_values,
 )
 from solora_node.adapter.errors import (
     AdapterError,
@@ -44,7 +46,7 @@ from solora_node.adapter.projection import (
     target_layers,
     validate_federation,
 )
-from solora_node.adapter.routing import dual_basis, gate_weights, route
+from solora_node.adapter.routing import dual_basis, gate_weights, route, task_codes
 from solora_node.adapter.spec import SoLoraConfig
 from solora_node.adapter.tensors import decode_values, encode_values
 
@@ -65,6 +67,7 @@ __all__ = [
     "UnknownTaskError",
     "apply_block",
     "block_tensors",
+    "block_values",
     "calibrate",
     "calibrated_masks",
     "check_block",
@@ -89,6 +92,8 @@ __all__ = [
     "route",
     "seeded_random_masks",
     "set_block_tensors",
+    "set_block_values",
     "target_layers",
+    "task_codes",
     "validate_federation",
 ]

@@ -146,15 +146,7 @@ def apply_block(
     """Replace task's block by the delta's values (zero off the mask), after full validation."""
     values, codes = check_block(so, delta, expected_mask_id, max_norm)
     task = delta.version.task
-    task_masks = so.masks(task)
-    with torch.no_grad():
-        for name, layer in so.layers.items():
-            block = layer.lora_B[task]
-            dense = torch.zeros(block.shape, dtype=block.dtype, device=block.device)
-            dense[task_masks[name].to(block.device)] = values[name].to(
-                dtype=block.dtype, device=block.device
-            )
-            block.copy_(dense)
+    set_block_values(so, task, values)
     if codes:
         so.codes[task] = {**so.codes.get(task, {}), **codes}
 
@@ -195,7 +187,35 @@ def install_mask(so: SoLoraModel, record: MaskRecord) -> None:
     so.set_masks(record.task, masks)
 
 
-# -- dense access (aggregation) ----------------------------------------------------------
+# -- flat access (aggregation) -----------------------------------------------------------
+def block_values(so: SoLoraModel, task: str) -> dict[str, torch.Tensor]:
+    """Per layer the float32 values of B_t under its mask, in mask order (what a delta holds)."""
+    task_masks = so.masks(task)
+    return {
+        name: layer.lora_B[task].detach()[task_masks[name]].to(torch.float32).clone()
+        for name, layer in so.layers.items()
+    }
+
+
+def set_block_values(so: SoLoraModel, task: str, values: Mapping[str, torch.Tensor]) -> None:
+    """Inverse of block_values (e.g. after averaging peers' values); all checked first."""
+    task_masks = so.masks(task)
+    if set(values) != set(task_masks):
+        raise DeltaError(f"values for task {task!r} must cover exactly the adapted layers")
+    for name, vector in values.items():
+        kept = int(task_masks[name].sum())
+        if tuple(vector.shape) != (kept,):
+            raise DeltaError(f"layer {name}: shape {tuple(vector.shape)}, the mask keeps ({kept},)")
+        if not bool(torch.isfinite(vector).all()):
+            raise DeltaError(f"layer {name}: values are not all finite")
+    with torch.no_grad():
+        for name, layer in so.layers.items():
+            block = layer.lora_B[task]
+            dense = torch.zeros(block.shape, dtype=block.dtype, device=block.device)
+            dense[task_masks[name]] = values[name].to(dtype=block.dtype, device=block.device)
+            block.copy_(dense)
+
+
 def block_tensors(so: SoLoraModel, task: str) -> dict[str, torch.Tensor]:
     """Copies of B_t per layer, dense (d_out x r); zero off the mask."""
     so.check_task(task)

@@ -48,7 +48,7 @@ class ExpertGate:
         self.mode, self.index, self.weights, self._slot_weights = "merge", -1, None, None
 
     def set_weights(self, weights: torch.Tensor) -> None:
-        """Per-task weights (T,) or per-sample (batch, T); a one-hot row vector becomes `task`."""
+        """Per-task weights (T,) or per-sample (batch, T)."""
         if weights.shape[-1] != len(self.tasks) or weights.dim() not in (1, 2):
             raise ValueError(
                 f"gate weights must have shape (T,) or (batch, T) with T = {len(self.tasks)}"

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from solora_node.adapter import masks as mask_ops
-from solora_node.adapter.errors import MaskError, UnknownTaskError
+from solora_node.adapter.errors import MaskError, ProjectionError, UnknownTaskError
 from solora_node.adapter.gate import ExpertGate
 from solora_node.adapter.layer import SoLoraLinear
 from solora_node.adapter.projection import (
@@ -79,7 +79,7 @@ class SoLoraModel:
         if requested:
             unknown = [n for n in requested if n not in self.layers]
             if unknown:
-                raise UnknownTaskError(f"code layers {unknown} are not adapted layers")
+                raise ProjectionError(f"code layers {unknown} are not adapted layers")
             return requested
         first = self.config.target_modules[0]
         candidates = [n for n in self.layers if n == first or n.endswith("." + first)]

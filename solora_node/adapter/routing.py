@@ -7,11 +7,15 @@ D^T H = (H^T H + lambda I)^-1 H^T H ~ I: each task's code scores ~1 on its own c
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
 
-from solora_node.adapter.calibration import Batch, pooled_states, stack_codes
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from solora_node.adapter.calibration import Batch, compute_codes, pooled_states, stack_codes
 from solora_node.adapter.errors import AdapterError
 from solora_node.adapter.model import SoLoraModel
+from solora_node.adapter.prompts import prompt_batches
 
 DEFAULT_RIDGE = 1e-2
 DEFAULT_BETA = 20.0
@@ -32,6 +36,18 @@ def gate_weights(
     if top1:
         return torch.nn.functional.one_hot(scores.argmax(dim=-1), dual.shape[0]).to(torch.float32)
     return torch.softmax(beta * scores, dim=-1)
+
+
+def task_codes(
+    so: SoLoraModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    batch_size: int = 16,
+) -> dict[str, torch.Tensor]:
+    """mu_t per code layer from a node's own task inputs (prompt format as in training)."""
+    if not texts:
+        raise AdapterError("routing codes need at least one local input text")
+    return compute_codes(so, prompt_batches(tokenizer, texts, batch_size))
 
 
 def missing_codes(so: SoLoraModel) -> list[str]:

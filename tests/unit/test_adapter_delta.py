@@ -15,12 +15,14 @@ from solora_node.adapter import (
     RawTensor,
     apply_block,
     block_tensors,
+    block_values,
     calibrate,
     collision_rate,
     extract_block,
     install_mask,
     mask_record,
     set_block_tensors,
+    set_block_values,
 )
 from solora_node.adapter.tensors import decode_values, encode_values
 from solora_node.config import FederationSection
@@ -210,3 +212,20 @@ def test_codes_travel_with_the_block() -> None:
     for name, code in sender.codes["lang"].items():
         assert torch.equal(receiver.codes["lang"][name], code)  # codes stay float32
     assert extract_block(sender, "lang", 1, include_codes=False).codes == {}
+
+
+def test_flat_values_for_aggregation() -> None:
+    sender, receiver = _sender_and_receiver()
+    values = block_values(sender, "lang")
+    delta = extract_block(sender, "lang", 1, "float32")
+    for name, raw in delta.layers.items():
+        assert torch.equal(values[name], decode_values(raw))
+    averaged = {n: 0.5 * v for n, v in values.items()}
+    set_block_values(receiver, "lang", averaged)
+    dense = block_tensors(receiver, "lang")
+    for name, mask in receiver.masks("lang").items():
+        assert torch.equal(dense[name][mask], averaged[name])
+        assert bool((dense[name][~mask] == 0).all())
+    last = list(values)[-1]
+    with pytest.raises(DeltaError, match="the mask keeps"):
+        set_block_values(receiver, "lang", {**values, last: values[last][:-1]})

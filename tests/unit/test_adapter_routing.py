@@ -7,8 +7,8 @@ import random
 
 import torch
 
-from solora_node.adapter import compute_codes, dual_basis, gate_weights, route
-from solora_node.adapter.prompts import prompt_batch, prompt_batches
+from solora_node.adapter import dual_basis, gate_weights, route, task_codes
+from solora_node.adapter.prompts import prompt_batch
 from tests.unit.test_adapter_helpers import TASKS, tiny_federation
 
 FRENCH = [
@@ -72,9 +72,7 @@ def test_auto_routing_picks_the_right_expert_on_held_out_prompts() -> None:
     loaded, so = tiny_federation()
     rng = random.Random(0)
     for task in TASKS:  # each node computes its task's code on its own local data
-        so.codes[task] = compute_codes(
-            so, prompt_batches(loaded.tokenizer, _prompts(task, 24, rng), 12)
-        )
+        so.codes[task] = task_codes(so, loaded.tokenizer, _prompts(task, 24, rng), 12)
     held_out = {task: _prompts(task, 12, random.Random(1)) for task in TASKS}
     so.use_task("rev")  # routing must not depend on the gate the model is in
     for index, task in enumerate(TASKS):
