@@ -30,6 +30,7 @@ _STATUS_REASONS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: Reason.TIMEOUT,
     grpc.StatusCode.PERMISSION_DENIED: Reason.NOT_AUTHORISED,
 }
+_REASON_VALUES = frozenset(r.value for r in Reason)
 # A TLS refusal happens before any RPC, so it only shows in the error text.
 _TLS_REASONS = (
     ("Hostname Verification", Reason.IDENTITY_MISMATCH),  # cert does not name the expected node
@@ -39,6 +40,10 @@ _TLS_REASONS = (
 
 def reason_of_status(code: grpc.StatusCode | None, details: str = "") -> Reason:
     """A gRPC failure from the transport, as one of our reasons (for counting)."""
+    if code == grpc.StatusCode.ABORTED:  # our server ends a failed exchange with "reason: ..."
+        name = details.partition(":")[0]
+        if name in _REASON_VALUES:
+            return Reason(name)
     for needle, reason in _TLS_REASONS:
         if needle in details:
             return reason
@@ -139,7 +144,7 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
     async def _read(self, context: grpc.aio.ServicerContext) -> exchange_pb2.Frame | None:
         try:
             frame = await context.read()
-        except grpc.RpcError as err:
+        except (grpc.RpcError, asyncio.InvalidStateError) as err:
             code = err.code() if isinstance(err, grpc.aio.AioRpcError) else None
             raise SessionAborted(reason_of_status(code, str(err)), f"stream broke: {err}") from None
         if frame is grpc.aio.EOF:
@@ -180,15 +185,14 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
                 initiated=False,
             )
             result = await session.run()
-            if not result.ok:
-                log.info(
-                    "exchange with %s ended: %s (%s)",
-                    result.peer,
-                    result.reason.value,
-                    result.message,
-                )
         finally:
             self.slots.release(slot)
+        if not result.ok:
+            log.info(
+                "exchange with %s ended: %s (%s)", result.peer, result.reason.value, result.message
+            )
+            # The reason travels in the status, so the client counts what we counted.
+            await context.abort(grpc.StatusCode.ABORTED, f"{result.reason.value}: {result.message}")
 
 
 class PeerServer:

@@ -7,6 +7,7 @@ session (a Fault enum), or by speaking raw frames, never by mocking the network 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 from collections.abc import Coroutine, Iterator
@@ -254,7 +255,7 @@ def test_silent_sender_hits_the_chunk_deadline() -> None:
     limits = dataclasses.replace(SMALL_CHUNKS, chunk_deadline_s=0.3)
     outcome = exchange(sender_store(good_block()), fault=Fault.STALL, server_limits=limits)
     assert outcome.seen.refused_by_me == {Reason.TIMEOUT: 1}
-    assert not outcome.result.ok
+    assert outcome.result.reason is Reason.TIMEOUT  # the server's reason, carried in its status
     assert outcome.hub.received == []
 
 
@@ -284,8 +285,9 @@ def test_stream_closed_mid_item_is_truncated() -> None:
             chunk = exchange_pb2.Chunk(item_id=0, index=0, total=3, data=block[:4096])
             await call.write(exchange_pb2.Frame(chunk=chunk))
             await call.done_writing()
-            while (frame := await call.read()) is not grpc.aio.EOF:
-                frames.append(frame)
+            with contextlib.suppress(grpc.aio.AioRpcError):  # the server aborts: truncated
+                while (frame := await call.read()) is not grpc.aio.EOF:
+                    frames.append(frame)
             return frames
         finally:
             await channel.close()
