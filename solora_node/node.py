@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,10 +45,11 @@ from solora_node.net.reasons import Reason
 from solora_node.net.security import load_tls
 from solora_node.net.server import PeerServer
 from solora_node.net.topology import Member, TopologyPlan, consensus_distance, plan_topology
-from solora_node.store import CheckpointStore
+from solora_node.store import CheckpointStore, atomic_write_bytes
 
 log = logging.getLogger("solora_node.node")
 
+RUNTIME_INFO = "node.json"
 ADAPTER_DIR = "adapter"  # inside node.data_dir: the latest model for `solora-node infer`
 CHECKPOINT_DIR = "checkpoints"
 # The wire's own staleness check is relaxed for the daemon: foreign experts may come from
@@ -202,6 +205,20 @@ class Node:
             self.book.round,
         )
         self.grpc_port, self.metrics_port = grpc_port, metrics_port
+        self._write_runtime_info()
+
+    def _write_runtime_info(self) -> None:
+        """data_dir/node.json: the ports actually bound (config may say 0) and the pid,
+        for operators, the demo and tests; rewritten atomically at every start."""
+        info = {
+            "node_id": self.node_id,
+            "task": self.cfg.task.name,
+            "pid": os.getpid(),
+            "grpc_port": self.grpc_port,
+            "metrics_port": self.metrics_port,
+            "address": self.book.address,
+        }
+        atomic_write_bytes(Path(self.cfg.node.data_dir) / RUNTIME_INFO, json.dumps(info).encode())
 
     async def stop(self) -> None:
         """Stop taking exchanges, checkpoint, say goodbye on mDNS, close everything."""

@@ -1,18 +1,102 @@
-"""`solora-node status`: query a running node."""
+"""`solora-node status --addr HOST:PORT`: ask a running node what it is doing."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
 
-from solora_node.errors import NotBuiltYet
+from solora_node.commands._common import emit_json
+from solora_node.errors import SoloraError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "status", help="query a running node (not available yet)"
+    parser = subparsers.add_parser("status", help="query a running node")
+    parser.add_argument("--addr", default="127.0.0.1:7070", help="the node's gRPC HOST:PORT")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a node config whose TLS certificate to present (mTLS); omit only with --insecure",
     )
+    parser.add_argument("--insecure", action="store_true", help="plaintext (insecure nodes)")
+    parser.add_argument("--node-id", help="the id the node's certificate must carry")
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=handle)
 
 
+def status_json(status: Any) -> dict[str, Any]:
+    """Stable, documented keys (docs/operations.md)."""
+    return {
+        "node_id": status.node_id,
+        "task": status.task,
+        "round": status.round,
+        "federation": status.federation_id,
+        "cluster": status.cluster,
+        "neighbours": [
+            {
+                "id": n.peer.node_id,
+                "task": n.peer.task,
+                "address": n.peer.address,
+                "state": n.state,
+                "role": n.role,
+            }
+            for n in status.neighbours
+        ],
+        "last_exchanges": [
+            {
+                "peer": r.peer,
+                "round": r.round,
+                "ok": r.ok,
+                "reason": r.reason.value,
+                "items_sent": r.items_sent,
+                "items_received": r.items_received,
+                "bytes_sent": r.bytes_sent,
+                "bytes_received": r.bytes_received,
+                "duration_s": round(r.duration_s, 4),
+            }
+            for r in status.last_exchanges
+        ],
+        "details": dict(status.details),
+    }
+
+
+async def _query(args: argparse.Namespace) -> dict[str, Any]:
+    from solora_node.config import load_config
+    from solora_node.net.client import PeerClient
+    from solora_node.net.memory import InMemoryStore
+    from solora_node.net.security import load_tls
+
+    if args.config is not None:
+        cfg = load_config(args.config)
+        tls = load_tls(cfg.network, cfg.node.id)
+    elif args.insecure:
+        tls = None
+    else:
+        raise SoloraError(
+            "status: give --config NODE.yaml (its TLS certificate is presented) or --insecure"
+        )
+    # The status RPC needs no store of ours; an empty one satisfies the client's contract.
+    client = PeerClient(InMemoryStore(node_id="status-cli", task="", layouts={}), tls=tls)
+    try:
+        status = await client.status(args.addr, args.node_id, timeout=args.timeout)
+    finally:
+        await client.close()
+    return status_json(status)
+
+
 def handle(args: argparse.Namespace) -> int:
-    raise NotBuiltYet("solora-node status", issue=5)
+    import logging
+
+    logging.getLogger("solora_node.net.client").setLevel(logging.ERROR)  # no INSECURE banner
+    result = asyncio.run(_query(args))
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"{result['node_id']}  task={result['task']}  round={result['round']}")
+        for n in result["neighbours"]:
+            print(f"  {n['role']:8} {n['id']:16} {n['task']:12} {n['state']}")
+        for key, value in sorted(result["details"].items()):
+            print(f"  {key}: {value}")
+    return 0
