@@ -6,7 +6,10 @@ TLS from a throwaway CA unless --insecure. The same process and sink then receiv
 same number of bytes over a plain TCP socket (no TLS, no framing beyond a length). Both
 include the receiver's work: the gRPC figure also covers encoding, chunking, checksums,
 decoding and validation (shapes, finite values, norm) of every block, which raw TCP does
-not do. MB/s means 10^6 bytes per second; each figure is the best of `--repeats` runs.
+not do. grpc_bare_mb_s sends the same bytes as plain gRPC messages of the chunk size to
+a sink that only counts them (same channel, same TLS): the cost of gRPC itself, so the
+gap between raw TCP and the full exchange can be split into transport and protocol.
+MB/s means 10^6 bytes per second; each figure is the best of `--repeats` runs.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from solora_node.net.client import PeerClient
 from solora_node.net.limits import WireLimits
-from solora_node.net.loopback import LoopbackPeer, build_store
+from solora_node.net.loopback import DRAIN_METHOD, LoopbackPeer, build_store
 from solora_node.net.security import init_ca, issue_node_cert, load_tls_dir
 
 TASK = "bench"
@@ -49,6 +52,29 @@ def _spec(
         "blocks": blocks,
         "limits": limits,
     }
+
+
+async def _bare_grpc_runs(
+    child: LoopbackPeer, parts: list[bytes], limits: WireLimits, tls_dir: Path | None, repeats: int
+) -> float:
+    """The same bytes as raw gRPC messages (no protobuf, no protocol): gRPC's own floor."""
+    client = PeerClient(
+        build_store(_spec(1, {}, [], SOURCE)),
+        tls=load_tls_dir(tls_dir, SOURCE) if tls_dir else None,
+        limits=limits,
+    )
+    try:
+        drain = client.channel(child.address, SINK).stream_unary(DRAIN_METHOD)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            reply = await drain(iter(parts))
+            best = min(best, time.perf_counter() - start)
+            if int.from_bytes(reply, "little") != sum(len(p) for p in parts):
+                raise RuntimeError("bare gRPC sink lost bytes")
+        return best
+    finally:
+        await client.close()
 
 
 async def _grpc_runs(
@@ -127,13 +153,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert child.raw_port is not None
             payload = memoryview(bytes(moved))
             raw_s = min(_raw_tcp_run(child.raw_port, payload, chunk) for _ in range(args.repeats))
+            parts = [bytes(payload[i : i + chunk]) for i in range(0, moved, chunk)]
+            bare_s = asyncio.run(_bare_grpc_runs(child, parts, limits, tls_dir, args.repeats))
     grpc_mb_s = moved / grpc_s / 1e6
     raw_mb_s = moved / raw_s / 1e6
+    bare_mb_s = moved / bare_s / 1e6
     return {
         "benchmark": "net",
         "grpc_mb_s": round(grpc_mb_s, 1),
         "raw_tcp_mb_s": round(raw_mb_s, 1),
         "ratio": round(grpc_mb_s / raw_mb_s, 3),
+        "grpc_bare_mb_s": round(bare_mb_s, 1),
+        "bare_ratio": round(bare_mb_s / raw_mb_s, 3),
         "payload_bytes": moved,
         "deltas": deltas,
         "delta_bytes": layers * LAYER_VALUES * 2,

@@ -1,8 +1,10 @@
-"""Split an encoded item into bounded chunks, and reassemble it with every bound checked."""
+"""Split an encoded item into bounded chunks, and reassemble it with every bound checked.
+
+The checksum is verified on the whole item afterwards (validate.check_checksum), off the
+event loop, together with decoding.
+"""
 
 from __future__ import annotations
-
-import hashlib
 
 from solora_node.net.reasons import Reason, WireError
 
@@ -22,21 +24,19 @@ def chunk_count(nbytes: int, chunk_bytes: int) -> int:
 
 
 class Reassembler:
-    """Collects the chunks of one offered item, in order, and checks size and checksum.
+    """Collects the chunks of one offered item, in order, and checks every size bound.
 
     Memory grows only with bytes actually received (a declared size is a
     promise, not an allocation), and never beyond the declared size.
     """
 
-    def __init__(self, nbytes: int, sha256: bytes, *, max_bytes: int, max_chunk_bytes: int) -> None:
+    def __init__(self, nbytes: int, *, max_bytes: int, max_chunk_bytes: int) -> None:
         if nbytes > max_bytes:
             raise WireError(Reason.TOO_LARGE, f"declared {nbytes} bytes, limit {max_bytes}")
         self.nbytes = nbytes
-        self._expected_digest = sha256
         self._max_chunk = max_chunk_bytes
         self._parts: list[bytes] = []
         self._received = 0
-        self._hash = hashlib.sha256()
         self._total: int | None = None
         self._next = 0
 
@@ -45,7 +45,7 @@ class Reassembler:
         return self._received
 
     def add(self, index: int, total: int, data: bytes) -> bool:
-        """Take one chunk; True when the item is complete and verified."""
+        """Take one chunk; True when the item is complete (all chunks, exactly nbytes)."""
         if self._total is None:
             if total < 1 or total > max(1, self.nbytes):
                 raise WireError(
@@ -68,7 +68,6 @@ class Reassembler:
         if not data and self.nbytes:
             raise WireError(Reason.BAD_CHUNK, f"empty chunk {index}")
         self._parts.append(data)
-        self._hash.update(data)
         self._received += len(data)
         self._next += 1
         if self._next < total:
@@ -77,8 +76,6 @@ class Reassembler:
             raise WireError(
                 Reason.TRUNCATED, f"{self._received} of {self.nbytes} bytes in {total} chunks"
             )
-        if self._hash.digest() != self._expected_digest:
-            raise WireError(Reason.CHECKSUM_MISMATCH, "sha256 of the reassembled item differs")
         return True
 
     def result(self) -> bytes:

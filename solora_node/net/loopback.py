@@ -4,7 +4,8 @@ The child builds an InMemoryStore from a JSON spec (seeded masks and blocks, so
 the parent can rebuild the very same bytes), serves it on an ephemeral port,
 prints one JSON line {"port": ..., "raw_port": ...} and runs until its stdin
 closes, so it never outlives its parent. With "raw_sink" it also accepts plain
-TCP transfers (8-byte length, payload, 1-byte reply) as a baseline for gRPC.
+TCP transfers (8-byte length, payload, 1-byte reply) and bare gRPC byte streams
+(DRAIN_METHOD) as baselines for the full protocol.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from solora_node.net.limits import WireLimits
 from solora_node.net.memory import InMemoryStore, random_mask, synthetic_delta
@@ -84,6 +88,24 @@ def _sink_connection(conn: socket.socket) -> None:
             conn.sendall(b"k")
 
 
+DRAIN_METHOD = "/solora.bench.Sink/Drain"
+
+
+def drain_handler() -> grpc.GenericRpcHandler:
+    """A bare gRPC sink: raw bytes messages, no protobuf, no protocol. The floor of what
+    gRPC itself costs, for comparison with a full Exchange in `bench net`."""
+
+    async def drain(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        received = 0
+        async for message in requests:
+            received += len(message)
+        return received.to_bytes(8, "little")
+
+    return grpc.method_handlers_generic_handler(
+        "solora.bench.Sink", {"Drain": grpc.stream_unary_rpc_method_handler(drain)}
+    )
+
+
 def start_raw_sink() -> int:
     """Accept plain TCP transfers in a daemon thread; returns the port."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -107,6 +129,7 @@ async def _serve(spec: Spec) -> None:
         tls=tls,
         limits=WireLimits(**spec.get("limits", {})),
         allow_node_ids=spec.get("allow_node_ids"),
+        extra_handlers=[drain_handler()] if spec.get("raw_sink") else (),
     )
     port = await server.start()
     raw_port = start_raw_sink() if spec.get("raw_sink") else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -208,8 +208,11 @@ class PeerServer:
         port: int = 0,
         allow_node_ids: Collection[str] | None = None,
         observer: WireObserver | None = None,
+        extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     ) -> None:
         self.limits = limits or WireLimits()
+        # More services on the same port and credentials (benchmarks, admin).
+        self.extra_handlers = tuple(extra_handlers)
         self.tls = tls
         self.host = host
         self.requested_port = port
@@ -236,6 +239,8 @@ class PeerServer:
         server = grpc.aio.server(options=server_options(self.limits))
         service_pb2_grpc.add_SoloraServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.extra_handlers:
+            server.add_generic_rpc_handlers(self.extra_handlers)
         bind = (
             f"[{self.host}]:{self.requested_port}"
             if ":" in self.host

@@ -14,20 +14,25 @@ import collections
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from solora_node._proto import exchange_pb2
 from solora_node.adapter.payload import BlockDelta, MaskRecord
 from solora_node.net.chunks import Reassembler, chunk_count, split
-from solora_node.net.codec import checksum, decode_item, encode_delta, encode_mask
+from solora_node.net.codec import checksum, decode_delta, decode_mask, encode_delta, encode_mask
 from solora_node.net.convert import descriptor_from_proto, descriptor_to_proto, offer_from_proto
 from solora_node.net.limits import WireLimits
 from solora_node.net.observe import RefusalLog, WireObserver
 from solora_node.net.reasons import Reason, WireError
-from solora_node.net.store import BlockStore, Descriptor, ExchangeResult, PeerContext
-from solora_node.net.validate import check_offered, validate_delta, validate_mask
+from solora_node.net.store import BlockStore, Descriptor, ExchangeResult, Expectation, PeerContext
+from solora_node.net.validate import (
+    check_checksum,
+    check_offered,
+    validate_delta,
+    validate_mask,
+)
 
 T = TypeVar("T")
 Frame = exchange_pb2.Frame
@@ -36,6 +41,8 @@ WriteFrame = Callable[[exchange_pb2.Frame], Awaitable[None]]
 
 # Chunks queued ahead of the writer: enough to keep the socket busy, little memory.
 _DATA_DEPTH = 4
+# Complete items queued for validation while the next one is being received.
+_VALIDATION_DEPTH = 2
 # On abort, how long we try to deliver queued acks before giving up on the stream.
 _FLUSH_TIMEOUT_S = 0.5
 
@@ -53,6 +60,68 @@ class SessionAborted(Exception):
 class _Outgoing:
     descriptor: Descriptor
     data: bytes
+
+
+def encode_items(items: list[BlockDelta | MaskRecord]) -> list[_Outgoing]:
+    """Encode and checksum offered items; item_id is the position (masks come first)."""
+    encoded = []
+    for item_id, item in enumerate(items):
+        if isinstance(item, MaskRecord):
+            data = encode_mask(item)
+            d = Descriptor(
+                item_id, "mask", item.task, 0, "", item.mask_id, "", len(data), checksum(data)
+            )
+        else:
+            data = encode_delta(item)
+            v = item.version
+            d = Descriptor(
+                item_id,
+                "delta",
+                v.task,
+                v.round,
+                v.origin,
+                item.mask_id,
+                item.encoding,
+                len(data),
+                checksum(data),
+            )
+        encoded.append(_Outgoing(d, data))
+    return encoded
+
+
+def checked_mask(
+    data: bytes, offered: Descriptor, shapes: Mapping[str, tuple[int, int]]
+) -> MaskRecord:
+    """Everything about a received mask that needs no store: checksum, decoding, layout."""
+    check_checksum(data, offered.sha256)
+    mask = decode_mask(data)
+    validate_mask(mask, offered, shapes)
+    return mask
+
+
+def checked_delta(
+    data: bytes,
+    offered: Descriptor,
+    expectation: Expectation,
+    *,
+    current_round: int,
+    staleness_rounds: int,
+    norm_bound: float,
+    max_bytes: int,
+) -> BlockDelta:
+    """Everything about a received block that needs no store: checksum, decoding, checks."""
+    check_checksum(data, offered.sha256)
+    delta = decode_delta(data)
+    validate_delta(
+        delta,
+        offered,
+        expectation,
+        current_round=current_round,
+        staleness_rounds=staleness_rounds,
+        norm_bound=norm_bound,
+        max_bytes=max_bytes,
+    )
+    return delta
 
 
 class Outbox:
@@ -151,6 +220,11 @@ class ExchangeSession:
         self._incoming: dict[int, Descriptor] = {}  # wanted, not yet finished
         self._current: tuple[int, Reassembler] | None = None
         self._peer_done = False
+        # Complete items waiting for (or in) validation; a small queue bounds the memory.
+        self._to_validate: asyncio.Queue[tuple[Descriptor, bytes]] = asyncio.Queue(
+            maxsize=_VALIDATION_DEPTH
+        )
+        self._validating: dict[int, Descriptor] = {}
         # Results.
         self._sent_ok = 0
         self._received_ok = 0
@@ -189,38 +263,19 @@ class ExchangeSession:
 
     # ------------------------------------------------------------ sending side
 
-    def _prepare_offer(self) -> list[Descriptor]:
-        """Encode what the store offers; masks first so a receiver can check blocks against them."""
+    async def _prepare_offer(self) -> list[Descriptor]:
+        """Encode what the store offers (in a worker thread: big blocks must not stall the
+        event loop); masks first so a receiver can check blocks against them."""
         deltas = list(self.store.offer(self.peer))
         masks: list[MaskRecord] = []
         for mask_id in dict.fromkeys(d.mask_id for d in deltas):
             record = self.store.mask(mask_id)
             if record is not None:
                 masks.append(record)
-        items: list[BlockDelta | MaskRecord] = [*masks, *deltas]
-        descriptors = []
-        for item_id, item in enumerate(items):
-            data = encode_mask(item) if isinstance(item, MaskRecord) else encode_delta(item)
-            if isinstance(item, MaskRecord):
-                d = Descriptor(
-                    item_id, "mask", item.task, 0, "", item.mask_id, "", len(data), checksum(data)
-                )
-            else:
-                v = item.version
-                d = Descriptor(
-                    item_id,
-                    "delta",
-                    v.task,
-                    v.round,
-                    v.origin,
-                    item.mask_id,
-                    item.encoding,
-                    len(data),
-                    checksum(data),
-                )
-            self._outgoing[item_id] = _Outgoing(d, data)
-            descriptors.append(d)
-        return descriptors
+        encoded = await asyncio.to_thread(encode_items, [*masks, *deltas])
+        for outgoing in encoded:
+            self._outgoing[outgoing.descriptor.item_id] = outgoing
+        return [o.descriptor for o in encoded]
 
     def _chunk_frames(self, item: _Outgoing) -> Iterator[exchange_pb2.Frame]:
         """The frames of one item, built as they are sent (one chunk in memory at a time);
@@ -309,7 +364,7 @@ class ExchangeSession:
             self._incoming.pop(item_id)
             self._refuse(item_id, WireError(Reason.TRUNCATED, "wanted but never sent"))
 
-    def _on_chunk(self, chunk: exchange_pb2.Chunk) -> None:
+    async def _on_chunk(self, chunk: exchange_pb2.Chunk) -> None:
         if self._current is not None and self._current[0] != chunk.item_id:
             self._abandon_current(
                 Reason.TRUNCATED, "next item started before this one was complete"
@@ -321,7 +376,6 @@ class ExchangeSession:
             try:
                 assembler = Reassembler(
                     descriptor.nbytes,
-                    descriptor.sha256,
                     max_bytes=self.limits.max_delta_bytes,
                     max_chunk_bytes=self.limits.max_message_bytes,
                 )
@@ -341,26 +395,42 @@ class ExchangeSession:
         if complete:
             self._current = None
             descriptor = self._incoming.pop(item_id)
-            self._accept(descriptor, assembler.result())
+            self._validating[item_id] = descriptor
+            # Bounded queue: reading waits when validation falls behind (back-pressure).
+            await self._to_validate.put((descriptor, assembler.result()))
 
-    def _accept(self, descriptor: Descriptor, data: bytes) -> None:
-        """Decode, validate, hand to the store; the store sees nothing that failed a check."""
+    async def _validate_in_order(self) -> None:
+        """Validate completed items one by one, in arrival order, so a mask is taken
+        before the blocks laid out under it; reading goes on meanwhile."""
+        while True:
+            descriptor, data = await self._to_validate.get()
+            try:
+                await self._accept(descriptor, data)
+            finally:
+                self._validating.pop(descriptor.item_id, None)
+                self._to_validate.task_done()
+
+    async def _accept(self, descriptor: Descriptor, data: bytes) -> None:
+        """Checksum, decode and validate (in a worker thread: numpy and hashlib release the
+        GIL), then hand to the store on the loop; the store sees nothing that failed."""
         try:
-            item = decode_item(data)
-            if isinstance(item, MaskRecord):
-                shapes = self.store.mask_shapes(item.task)
+            if descriptor.kind == "mask":
+                shapes = self.store.mask_shapes(descriptor.task)
                 if shapes is None:
                     raise WireError(
-                        Reason.UNKNOWN_TASK, f"task {item.task!r} is not in the federation"
+                        Reason.UNKNOWN_TASK, f"task {descriptor.task!r} is not in the federation"
                     )
-                validate_mask(item, descriptor, shapes)
-                verdict = self.store.accept_mask(item, self.peer)
+                mask = await asyncio.to_thread(checked_mask, data, descriptor, shapes)
+                verdict = self.store.accept_mask(mask, self.peer)
             else:
-                expectation = self.store.expectation(item.task, item.mask_id)
+                expectation = self.store.expectation(descriptor.task, descriptor.mask_id)
                 if isinstance(expectation, Reason):
-                    raise WireError(expectation, f"task {item.task!r}, mask {item.mask_id!r}")
-                validate_delta(
-                    item,
+                    raise WireError(
+                        expectation, f"task {descriptor.task!r}, mask {descriptor.mask_id!r}"
+                    )
+                delta = await asyncio.to_thread(
+                    checked_delta,
+                    data,
                     descriptor,
                     expectation,
                     current_round=self._round,
@@ -368,7 +438,7 @@ class ExchangeSession:
                     norm_bound=self.limits.norm_bound,
                     max_bytes=self.limits.max_delta_bytes,
                 )
-                verdict = self.store.accept_delta(item, self.peer)
+                verdict = self.store.accept_delta(delta, self.peer)
             if verdict is not Reason.OK:
                 raise WireError(verdict, "the node's store did not take it")
         except WireError as err:
@@ -386,12 +456,14 @@ class ExchangeSession:
     # ------------------------------------------------------------ the loop
 
     def _finished(self) -> bool:
-        return self._done_sent and self._peer_done and not self._awaiting_ack
+        return (
+            self._done_sent and self._peer_done and not self._awaiting_ack and not self._validating
+        )
 
-    def _dispatch(self, frame: exchange_pb2.Frame) -> None:
+    async def _dispatch(self, frame: exchange_pb2.Frame) -> None:
         kind = frame.WhichOneof("body")
         if kind == "chunk":
-            self._on_chunk(frame.chunk)
+            await self._on_chunk(frame.chunk)
         elif kind == "ack":
             self._on_ack(frame.ack)
         elif kind == "offer":
@@ -428,6 +500,10 @@ class ExchangeSession:
             self._abandon_incoming(Reason.TRUNCATED, f"stream broke mid-item: {exc.message}")
             raise
         if frame is None:
+            if self._validating:  # our acks may be all the peer was waiting for
+                await self._bounded(
+                    self._to_validate.join(), self.limits.chunk_deadline_s, "validating"
+                )
             if self._finished():
                 return None  # our last step was sending; the peer has all it needed and left
             self._abandon_incoming(Reason.TRUNCATED, "stream closed mid-item")
@@ -448,7 +524,7 @@ class ExchangeSession:
         return frame
 
     async def _exchange(self, writer: asyncio.Task[None]) -> None:
-        descriptors = self._prepare_offer()
+        descriptors = await self._prepare_offer()
         offer = exchange_pb2.Offer(items=[descriptor_to_proto(d) for d in descriptors])
         self._outbox.control(self._frame(offer=offer))
         while not self._finished():
@@ -459,7 +535,7 @@ class ExchangeSession:
             frame = await self._next_frame()
             if frame is None:
                 break
-            self._dispatch(frame)
+            await self._dispatch(frame)
         if self._sender is not None:
             await self._bounded(self._sender, self.limits.chunk_deadline_s, "sending")
         self._outbox.close()
@@ -471,6 +547,7 @@ class ExchangeSession:
         started = time.monotonic()
         self._deadline = started + self.limits.exchange_deadline_s
         writer = asyncio.create_task(self._outbox.run())
+        validator = asyncio.create_task(self._validate_in_order())
         reason, message = Reason.OK, ""
         cancelled = False
         try:
@@ -487,6 +564,11 @@ class ExchangeSession:
         finally:
             if self._sender is not None and not self._sender.done():
                 self._sender.cancel()
+            validator.cancel()
+            await asyncio.gather(validator, return_exceptions=True)
+            for item_id in list(self._validating):  # cut off before the store saw them
+                self._validating.pop(item_id)
+                self._refuse(item_id, WireError(Reason.TRUNCATED, "exchange ended first"))
             if not writer.done() and not cancelled:
                 # Tell the peer why its items were refused, if the stream still lets us.
                 self._outbox.drop_data()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from solora_node.adapter.payload import BlockDelta, MaskRecord, RawTensor
-from solora_node.net.codec import FLOAT_DTYPES, to_float32
+from solora_node.net.codec import FLOAT_DTYPES, checksum, to_float32
 from solora_node.net.reasons import Reason, WireError
 from solora_node.net.store import Descriptor, Expectation
 
@@ -28,6 +28,11 @@ def check_offered(
         raise WireError(Reason.MALFORMED, "checksum must be 32 bytes of sha256")
     if item.kind == "delta":
         check_round(item.round, current_round=current_round, staleness_rounds=staleness_rounds)
+
+
+def check_checksum(data: bytes, sha256: bytes) -> None:
+    if checksum(data) != sha256:
+        raise WireError(Reason.CHECKSUM_MISMATCH, "sha256 of the reassembled item differs")
 
 
 def check_round(round_: int, *, current_round: int, staleness_rounds: int) -> None:

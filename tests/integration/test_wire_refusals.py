@@ -49,8 +49,8 @@ class Fault(enum.Enum):
 class FaultySession(ExchangeSession):
     fault: Fault
 
-    def _prepare_offer(self) -> list[Descriptor]:
-        descriptors = super()._prepare_offer()
+    async def _prepare_offer(self) -> list[Descriptor]:
+        descriptors = await super()._prepare_offer()
         if self.fault is not Fault.GARBAGE:
             return descriptors
         garbage = np.random.default_rng(0).bytes(3000)

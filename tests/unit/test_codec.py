@@ -26,6 +26,7 @@ from solora_node.net.codec import (
 )
 from solora_node.net.memory import default_round_layout, random_mask, synthetic_delta
 from solora_node.net.reasons import Reason, WireError
+from solora_node.net.validate import check_checksum
 
 VALUE_DTYPES = ["float32", "bfloat16", "float16", "int8"]
 
@@ -111,7 +112,7 @@ def test_encoder_refuses_inconsistent_tensor() -> None:
 
 
 def _assemble(data: bytes, chunk_bytes: int = 10, max_bytes: int = 1000) -> Reassembler:
-    return Reassembler(len(data), checksum(data), max_bytes=max_bytes, max_chunk_bytes=chunk_bytes)
+    return Reassembler(len(data), max_bytes=max_bytes, max_chunk_bytes=chunk_bytes)
 
 
 def test_split_and_reassemble() -> None:
@@ -140,7 +141,6 @@ def test_empty_item_is_one_empty_chunk() -> None:
         ([(0, 99, b"a" * 10)], Reason.BAD_CHUNK),  # more chunks than bytes
         ([(0, 2, b"a" * 11)], Reason.TOO_LARGE),  # chunk above limit
         ([(0, 2, b"a" * 10), (1, 2, b"a" * 9)], Reason.TRUNCATED),  # short of the declared size
-        ([(0, 2, b"a" * 10), (1, 2, b"b" * 10)], Reason.CHECKSUM_MISMATCH),
     ],
 )
 def test_reassembly_bounds(chunks: list[tuple[int, int, bytes]], reason: Reason) -> None:
@@ -151,14 +151,24 @@ def test_reassembly_bounds(chunks: list[tuple[int, int, bytes]], reason: Reason)
     assert err.value.reason is reason
 
 
+def test_checksum_of_the_whole_item() -> None:
+    r = _assemble(b"a" * 20)
+    r.add(0, 2, b"a" * 10)
+    assert r.add(1, 2, b"b" * 10)
+    check_checksum(r.result(), checksum(b"a" * 10 + b"b" * 10))
+    with pytest.raises(WireError) as err:
+        check_checksum(r.result(), checksum(b"a" * 20))
+    assert err.value.reason is Reason.CHECKSUM_MISMATCH
+
+
 def test_declared_size_above_limit_is_refused_before_any_byte() -> None:
     with pytest.raises(WireError) as err:
-        Reassembler(2000, b"\0" * 32, max_bytes=1000, max_chunk_bytes=10)
+        Reassembler(2000, max_bytes=1000, max_chunk_bytes=10)
     assert err.value.reason is Reason.TOO_LARGE
 
 
 def test_more_bytes_than_declared_is_refused() -> None:
-    r = Reassembler(5, checksum(b"aaaaa"), max_bytes=100, max_chunk_bytes=10)
+    r = Reassembler(5, max_bytes=100, max_chunk_bytes=10)
     with pytest.raises(WireError) as err:
         r.add(0, 1, b"aaaaaa")
     assert err.value.reason is Reason.TOO_LARGE
