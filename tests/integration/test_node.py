@@ -72,13 +72,13 @@ def test_four_nodes_two_tasks_discover_exchange_converge_and_stop(tmp_path: Path
         bx, by = block(finals[x][1], task), block(finals[y][1], task)
         assert bx.norm() > 0
         # Gossip keeps same-task nodes close; their shards differ, so they are not equal.
-        assert _relative(bx, by) < 0.35, (task, _relative(bx, by))
+        assert _relative(bx, by) < 0.05, (task, _relative(bx, by))
         # Every other node's copy of this expert is one of the cluster's recent blocks.
         for holder in fed.nodes:
             if holder in (x, y):
                 continue
             copy = block(finals[holder][1], task)
-            assert _relative(copy, bx) < 0.35, (holder, task, _relative(copy, bx))
+            assert _relative(copy, bx) < 0.05, (holder, task, _relative(copy, bx))
 
 
 def test_sigterm_checkpoints_and_kill9_resumes_from_the_checkpoint(tmp_path: Path) -> None:
