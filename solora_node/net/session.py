@@ -212,6 +212,7 @@ class ExchangeSession:
         # What we send.
         self._outgoing: dict[int, _Outgoing] = {}
         self._awaiting_ack: set[int] = set()
+        self._acked: set[int] = set()
         self._want_seen = False
         self._done_sent = False
         self._sender: asyncio.Task[None] | None = None
@@ -315,8 +316,11 @@ class ExchangeSession:
         self._sender = asyncio.create_task(self._send_wanted(wanted))
 
     def _on_ack(self, ack: exchange_pb2.Ack) -> None:
-        if ack.item_id not in self._outgoing:
-            raise SessionAborted(Reason.PROTOCOL_ERROR, f"ack for item {ack.item_id} never offered")
+        if ack.item_id not in self._outgoing or ack.item_id in self._acked:
+            raise SessionAborted(
+                Reason.PROTOCOL_ERROR, f"ack for item {ack.item_id}: never offered or acked twice"
+            )
+        self._acked.add(ack.item_id)
         self._awaiting_ack.discard(ack.item_id)
         reason = Reason.from_proto(ack.reason)
         if reason is Reason.OK:
