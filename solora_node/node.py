@@ -8,6 +8,7 @@ within the deadline and averages the freshest blocks it holds.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -50,6 +51,7 @@ from solora_node.store import CheckpointStore, atomic_write_bytes
 log = logging.getLogger("solora_node.node")
 
 RUNTIME_INFO = "node.json"
+SUMMARY = "summary.json"
 ADAPTER_DIR = "adapter"  # inside node.data_dir: the latest model for `solora-node infer`
 CHECKPOINT_DIR = "checkpoints"
 # The wire's own staleness check is relaxed for the daemon: foreign experts may come from
@@ -65,6 +67,7 @@ class WireMetrics:
     def __init__(self, metrics: NodeMetrics, book: BlockBook) -> None:
         self.metrics = metrics
         self.book = book
+        self.totals: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def item_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None:
         if by_me:
@@ -75,6 +78,7 @@ class WireMetrics:
             self.metrics.delta_refused(reason)
 
     def bytes_moved(self, kind: str, direction: str, nbytes: int) -> None:
+        self.totals[(kind, direction)] += nbytes
         if direction == "sent":
             self.metrics.add_bytes_sent(kind, nbytes)
         else:
@@ -157,7 +161,7 @@ class Node:
         limits = dataclasses.replace(
             WireLimits.from_config(cfg.network, cfg.topology), staleness_rounds=FOREIGN_STALENESS
         )
-        observer = WireMetrics(self.metrics, self.book)
+        observer = self.observer = WireMetrics(self.metrics, self.book)
         allow = cfg.network.allow_node_ids
         self.server = PeerServer(
             self.book,
@@ -232,9 +236,26 @@ class Node:
             await self.discovery.close()
         self.view.unbind()
         await self.client.close()
+        self._write_summary()
         self.metrics.stop()
         self.store.close()
         log.info("node %s stopped at round %d", self.node_id, self.book.round)
+
+    def _write_summary(self) -> None:
+        """data_dir/summary.json at exit: what this run did (the demo reads it)."""
+        summary = {
+            "node_id": self.node_id,
+            "task": self.cfg.task.name,
+            "round": self.book.round,
+            "rounds_this_run": self.rounds_done,
+            "bytes_sent": {k: self.observer.totals[(k, "sent")] for k in ("delta", "control")},
+            "bytes_received": {
+                k: self.observer.totals[(k, "received")] for k in ("delta", "control")
+            },
+            "neighbours": [n.peer.node_id for n in self.book.neighbours],
+            "eval_accuracy": self.book.details.get("eval_accuracy"),
+        }
+        atomic_write_bytes(Path(self.cfg.node.data_dir) / SUMMARY, json.dumps(summary).encode())
 
     # ------------------------------------------------------------------ the round
 
