@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,8 +39,8 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
 
 
 def spec(
-    node_id: str, task: str, blocks: list[dict[str, Any]] = (), **extra: Any
-) -> dict[str, Any]:  # type: ignore[assignment]
+    node_id: str, task: str, blocks: Sequence[dict[str, Any]] = (), **extra: Any
+) -> dict[str, Any]:
     return {
         "node_id": node_id,
         "task": task,

@@ -141,7 +141,8 @@ def exchange(
         await server.start()
         client = PeerClient(sender, tls=None, limits=client_limits)
         if fault is not None:
-            client.session_class = type("Faulty", (FaultySession,), {"fault": fault})
+            faulty: type[ExchangeSession] = type("Faulty", (FaultySession,), {"fault": fault})
+            client.session_class = faulty
         try:
             return await client.exchange(server.address, "hub")
         finally:
@@ -279,7 +280,7 @@ def test_stream_closed_mid_item_is_truncated() -> None:
             await call.write(
                 exchange_pb2.Frame(offer=exchange_pb2.Offer(items=[descriptor_to_proto(offered)]))
             )
-            frames = []
+            frames: list[exchange_pb2.Frame] = []
             while not any(f.HasField("want") for f in frames):
                 frames.append(await call.read())
             chunk = exchange_pb2.Chunk(item_id=0, index=0, total=3, data=block[:4096])
