@@ -11,11 +11,29 @@ from collections.abc import Sequence
 from solora_node import __version__
 from solora_node.errors import SoloraError
 
-# Order is the order shown in --help; each module has register(subparsers).
-COMMANDS = ("run", "demo", "sim", "bench", "infer", "status", "topology", "certs", "model")
+# Shown in --help in this order. Only the module of the command being run is imported
+# (each has register(subparsers)): `certs` or `status` must not pay for torch's import.
+COMMANDS = {
+    "run": "run the node daemon (foreground; SIGTERM = graceful stop)",
+    "demo": "a local federation on this machine (separate processes on loopback)",
+    "sim": "in-process multi-device experiment (the paper's comparison)",
+    "bench": "benchmarks: payload, codec, train, net, routing, soak",
+    "infer": "generate with a checkpoint's implicit mixture of experts",
+    "status": "query a running node",
+    "topology": "planned clusters, degrees, spectral gaps",
+    "certs": "federation CA and node certificates",
+    "model": "prepare the embedded default base model",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="solora-node",
         description="Peer-to-peer multi-task LLM fine-tuning with sparse-and-orthogonal LoRA.",
@@ -23,14 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"solora-node {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        module = importlib.import_module(f"solora_node.commands.{name}")
-        module.register(subparsers)
+    chosen = _chosen_command(argv)
+    for name, help_text in COMMANDS.items():
+        if name == chosen:
+            importlib.import_module(f"solora_node.commands.{name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
