@@ -27,6 +27,7 @@ from solora_node.testbed.local import LocalFederation, NodeSpec
 # learns fastest come first (measured, see docs/operations.md).
 DEMO_TASKS = ("topic", "language", "arithmetic", "reverse")
 TABLE_EVERY_S = 2.0
+READY_TIMEOUT_S = 900.0
 
 
 @dataclass
@@ -123,7 +124,8 @@ def run_federation(plan: DemoPlan, root: Path, log: Any = sys.stderr) -> LocalFe
     last: dict[str, dict[str, float]] = {}
     try:
         fed.start()
-        fed.wait_ready()
+        # Loading SmolLM2 in N processes at once on 2 cores takes minutes under load.
+        fed.wait_ready(timeout=READY_TIMEOUT_S)
         print(f"demo: {len(fed.nodes)} nodes up (mutual TLS, mDNS on 127.0.0.1)", file=log)
         while any(n.running() for n in fed.nodes.values()):
             print(_table(fed, last) + "\n", file=log, flush=True)
