@@ -316,9 +316,10 @@ class Testbed:
         if self.state.prometheus is not None:
             p = self.state.prometheus
             processes.append(("prometheus", p.pid, p.start_time))
-        for label, pid, start_time in processes:
-            if pid is not None and nsnet.stop_process(pid, start_time):
-                removed.append(f"process {label} (pid {pid})")
+        stopped = set(
+            nsnet.stop_processes([(pid, st) for _, pid, st in processes if pid is not None])
+        )
+        removed += [f"process {label} (pid {pid})" for label, pid, _ in processes if pid in stopped]
         removed += teardown_namespaces(self.state.name)
         for host in self.state.hosts:
             host.pid = host.start_time = None
@@ -610,10 +611,11 @@ def teardown_namespaces(name: str) -> list[str]:
     prefix = namespace_prefix(name)
     ours = [ns for ns in nsnet.list_namespaces() if ns.startswith(prefix)]
     removed: list[str] = []
-    for ns in ours:
-        for pid in nsnet.namespace_pids(ns):
-            if nsnet.stop_process(pid, nsnet.process_start_time(pid), timeout=5.0):
-                removed.append(f"process {pid} in {ns}")
+    found = [(pid, ns) for ns in ours for pid in nsnet.namespace_pids(ns)]
+    stopped = set(
+        nsnet.stop_processes([(pid, nsnet.process_start_time(pid)) for pid, _ in found], 5.0)
+    )
+    removed += [f"process {pid} in {ns}" for pid, ns in found if pid in stopped]
     for ns in ours:
         nsnet.delete_namespace(ns)
         removed.append(f"namespace {ns}")

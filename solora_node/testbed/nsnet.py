@@ -251,25 +251,33 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def stop_process(pid: int, start_time: int | None, timeout: float = 15.0) -> bool:
-    """SIGTERM, wait up to timeout, then SIGKILL; only if pid is still the process we started.
+def stop_processes(processes: Sequence[tuple[int, int | None]], timeout: float = 15.0) -> list[int]:
+    """SIGTERM all at once, wait up to timeout, SIGKILL stragglers; only pids whose start
+    time still matches (never a recycled pid). Returns the pids that were ours and are gone."""
+    ours = [(pid, st) for pid, st in processes if st is not None and process_start_time(pid) == st]
+    for pid, _ in processes:
+        _reap(pid)
+    for pid, _ in ours:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
-    Returns True when the process was ours and is gone."""
-    if start_time is None or process_start_time(pid) != start_time:
-        _reap(pid)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if process_start_time(pid) != start_time:
-            return True
-        time.sleep(0.1)
-    if process_start_time(pid) == start_time:
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10.0
-        while process_start_time(pid) == start_time and time.monotonic() < deadline:
+    def alive() -> list[tuple[int, int | None]]:
+        for pid, _ in ours:
             _reap(pid)
-            time.sleep(0.05)
-    _reap(pid)
-    return True
+        return [(pid, st) for pid, st in ours if process_start_time(pid) == st]
+
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid, _ in alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10.0
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid, _ in ours]
+
+
+def stop_process(pid: int, start_time: int | None, timeout: float = 15.0) -> bool:
+    """stop_processes for one pid; True when it was ours and is gone."""
+    return bool(stop_processes([(pid, start_time)], timeout))
