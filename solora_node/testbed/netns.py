@@ -223,6 +223,8 @@ def parse_metrics(text: str) -> dict[str, float]:
 class Testbed:
     """Create, drive and remove one namespace testbed; every change is saved to state.json."""
 
+    __test__ = False  # a name pytest would otherwise try to collect from test modules
+
     def __init__(self, state: TestbedState, base: Mapping[str, Any] | None = None) -> None:
         self.state = state
         # The node config base; only needed before up() has written the configs.

@@ -156,7 +156,8 @@ def set_rate(namespace: str, ifname: str, rate: str | None) -> None:
 
 
 def _loss_ruleset(ifname: str, percent: int, *, netdev: bool) -> str:
-    drop = f"numgen random mod 100 < {percent} drop"
+    # The counter lets tests and operators see that packets really were dropped.
+    drop = f"numgen random mod 100 < {percent} counter drop"
     if netdev:
         # ingress/egress at the device look like loss on the wire: the sending socket sees
         # no error, unlike a drop in the output hook (EPERM to UDP senders).
@@ -174,6 +175,20 @@ def _loss_ruleset(ifname: str, percent: int, *, netdev: bool) -> str:
         f'  chain output {{ type filter hook output priority 0; oifname "{ifname}" {drop}; }}\n'
         "}\n"
     )
+
+
+def dropped_packets(namespace: str) -> int:
+    """Packets the loss table in namespace has dropped so far (0 when there is none)."""
+    out = run(in_ns(namespace, "nft", "-j", "list", "ruleset"), check=False)
+    total = 0
+    for item in json.loads(out or "{}").get("nftables", []):
+        rule = item.get("rule")
+        if rule is None or rule.get("table") != IMPAIR_TABLE:
+            continue
+        for expr in rule.get("expr", []):
+            if "counter" in expr:
+                total += int(expr["counter"]["packets"])
+    return total
 
 
 def clear_loss(namespace: str) -> None:

@@ -143,7 +143,7 @@ def test_rate_limited_lossy_host_still_completes_rounds(bed: Testbed) -> None:
         assert "rate 2Mbit" in nsnet.run(["tc", "-n", bed.state.bridge_namespace, "qdisc", "show",
                                           "dev", host.port])  # fmt: skip
         rules = nsnet.run(nsnet.in_ns(host.namespace, "nft", "list", "ruleset"))
-        assert "numgen random mod 100 < 10 drop" in rules
+        assert "numgen random mod 100 < 10" in rules
         start = bed.scrape()
         rounds = {h: _value(start, h, "solora_round{}") for h in HOSTS}
         sent = _value(start, IMPAIRED, "solora_bytes_sent_total{kind=delta}")
@@ -157,6 +157,7 @@ def test_rate_limited_lossy_host_still_completes_rounds(bed: Testbed) -> None:
             120,
             f"5 more rounds everywhere with {IMPAIRED} at 2 Mbit/s and 10 % loss",
         )
+        assert nsnet.dropped_packets(host.namespace) > 0  # the loss did hit the traffic
     finally:
         bed.impair(IMPAIRED)
     assert "tbf" not in nsnet.run(["tc", "-n", host.namespace, "qdisc", "show", "dev", HOST_IF])
@@ -204,4 +205,34 @@ def test_link_down_drops_host_and_link_up_rejoins(bed: Testbed) -> None:
         ),
         30,
         f"{IMPAIRED} rejoins: 3 live peers everywhere, its cluster back to 2",
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="node bug: after a partition longer than forget_after_s (10 x liveness deadline) "
+    "both sides have forgotten each other and mDNS never re-announces (PTR records still "
+    "cached), so the host never rejoins; see docs/testbed.md",
+)
+def test_host_rejoins_after_partition_longer_than_forget_deadline(bed: Testbed) -> None:
+    others = [h for h in HOSTS if h != IMPAIRED]
+
+    def known(m: Metrics, h: str) -> float:
+        return sum(_value(m, h, f"solora_peers{{state={s}}}") for s in ("live", "suspect", "dead"))
+
+    bed.set_link(IMPAIRED, up=False)
+    try:
+        _wait(
+            bed,
+            lambda m: all(known(m, h) == len(HOSTS) - 2 for h in others),
+            10 * LIVENESS_DEADLINE_S + 20,
+            f"{IMPAIRED} forgotten by every other node",
+        )
+    finally:
+        bed.set_link(IMPAIRED, up=True)
+    _wait(
+        bed,
+        lambda m: all(_value(m, h, "solora_peers{state=live}") == len(HOSTS) - 1 for h in HOSTS),
+        30,
+        f"{IMPAIRED} rejoins after a long partition",
     )
