@@ -97,9 +97,17 @@ class LocalFederation:
         self.nodes: dict[str, NodeProcess] = {}
         root.mkdir(parents=True, exist_ok=True)
         federation_id = str(self.base.get("federation", {}).get("id", "solora-local"))
-        ca_dir = make_ca(root, federation_id, [s.node_id for s in specs]) if tls else None
+        self.ca_dir = make_ca(root, federation_id, [s.node_id for s in specs]) if tls else None
         for spec in specs:
-            self.nodes[spec.node_id] = self._prepare(spec, ca_dir)
+            self.nodes[spec.node_id] = self._prepare(spec, self.ca_dir)
+
+    def reconfigure(self, node_id: str, overrides: Mapping[str, Any]) -> None:
+        """Rewrite one node's config (e.g. bootstrap peers once the others have ports)."""
+        spec = self.nodes[node_id].spec
+        spec.overrides = _merge(spec.overrides, overrides)
+        proc = self.nodes[node_id].proc
+        self.nodes[node_id] = self._prepare(spec, self.ca_dir)
+        self.nodes[node_id].proc = proc
 
     def _prepare(self, spec: NodeSpec, ca_dir: Path | None) -> NodeProcess:
         data_dir = self.root / spec.node_id

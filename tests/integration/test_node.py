@@ -107,3 +107,34 @@ def test_sigterm_checkpoints_and_kill9_resumes_from_the_checkpoint(tmp_path: Pat
         assert fed.wait_exit("solo", 10) == 0, fed.tail("solo")
     final_round, _, _ = latest_checkpoint(tmp_path / "solo")
     assert final_round >= resumed
+
+
+def test_without_mdns_one_bootstrap_list_reaches_everyone_by_peer_exchange(
+    tmp_path: Path,
+) -> None:
+    """Only `a2` knows anyone (a bootstrap list); the others learn each other from it."""
+    base = {**TINY_BASE, "discovery": {"mdns": False}}
+    fed = LocalFederation(tmp_path, two_by_two(), base, tls=True)
+    with fed:
+        others = ["a1", "r1", "r2"]
+        for node_id in others:
+            fed.start(node_id)
+        for node_id in others:
+            fed.wait_ready(node_id=node_id)
+        addresses = [fed.nodes[n].address for n in others]
+        fed.reconfigure("a2", {"network": {"bootstrap_peers": addresses}})
+        fed.start("a2")
+        fed.wait_ready(node_id="a2")
+
+        def everyone_knows_everyone() -> bool:
+            return all(metric(fed, n, "solora_peers{state=live}") == 3 for n in fed.nodes)
+
+        wait_until(everyone_knows_everyone, 90, "3 live peers on every node")
+        # Same membership -> same plan: r1 and r2 form the reverse cluster without mDNS.
+        assert metric(fed, "r1", "solora_cluster_size{}") == 2
+        wait_until(
+            lambda: all(metric(fed, n, "solora_blocks_held{}") >= 2 for n in fed.nodes),
+            90,
+            "both experts on every node",
+        )
+        assert fed.stop(timeout=15) == {n: 0 for n in fed.nodes}
