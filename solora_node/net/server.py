@@ -152,12 +152,19 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
         return frame  # type: ignore[return-value]
 
     async def Exchange(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        who = (peer_certified_id(context) if self.secure else None) or context.peer()
         try:
             first = await asyncio.wait_for(self._read(context), self.limits.chunk_deadline_s)
-        except (asyncio.TimeoutError, SessionAborted):
+        except asyncio.TimeoutError:
+            # A stream opened and left silent holds a slot of the server: count it.
+            self.observer.handshake_refused(who, Reason.TIMEOUT, by_me=True)
+            return
+        except SessionAborted:
             return
         if first is None or not first.HasField("hello"):
             verdict = Verdict(Reason.PROTOCOL_ERROR, "an exchange starts with a hello")
+            self.observer.handshake_refused(who, Reason.PROTOCOL_ERROR, by_me=True)
+            self.refusal_log.refused(who, Reason.PROTOCOL_ERROR, verdict.message, what="handshake")
             await context.write(exchange_pb2.Frame(hello_reply=self._reply(verdict)))
             return
         verdict, peer = self._verdict(first.hello, context)
