@@ -76,6 +76,8 @@ FAST_BASE: dict[str, Any] = {
 class TestbedError(SoloraError):
     """The testbed cannot do what was asked; the message says what and why."""
 
+    __test__ = False  # a name pytest would otherwise try to collect from test modules
+
 
 def namespace_prefix(name: str) -> str:
     return f"{NAMESPACE_PREFIX}-{name}-"
