@@ -8,13 +8,14 @@ Assumptions (per method, same target modules and rank r as the default manifest)
           receiver cannot know the positions otherwise.
   solora  own task's B values under the cluster's agreed mask, in the manifest's wire
           dtype; no indices (the mask travels once, by mask_id), no A (seeded).
-Routing codes ride with a node's first block and whenever they change, not every round;
-their size is reported separately.
+Routing codes (mu_t) only change with the local data, so they need to ride with a node's
+first block only; `bytes_with_codes` is the size of a delta that carries them anyway.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,37 @@ def _wire_bytes(delta: BlockDelta, record: MaskRecord | None = None) -> tuple[in
     return size, "solora_node.net.codec"
 
 
+def payload_bytes(delta: BlockDelta, record: MaskRecord | None = None) -> int:
+    """Bytes one message takes on the wire (a delta, plus a mask record when one rides along).
+
+    Shared with `solora-node sim`, so the benchmark and the experiments count alike.
+    """
+    return _wire_bytes(delta, record)[0]
+
+
+def lora_delta(
+    version: BlockVersion, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
+) -> BlockDelta:
+    """Standard LoRA's round payload: A and B of every adapted layer, dense float32."""
+    layers: dict[str, RawTensor] = {}
+    for name in a:
+        layers[f"{name}.lora_A"] = encode_values(a[name], "float32")
+        layers[f"{name}.lora_B"] = encode_values(b[name], "float32")
+    return BlockDelta(version=version, mask_id="", encoding="float32", layers=layers)
+
+
+def lori_delta(
+    version: BlockVersion, b: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+) -> BlockDelta:
+    """LoRI's round payload: B values under the node's own mask (its bitmap rides separately)."""
+    return BlockDelta(
+        version=version,
+        mask_id=mask_ops.mask_id(masks),
+        encoding=LORI_ENCODING,
+        layers={n: encode_values(b[n][m], LORI_ENCODING) for n, m in masks.items()},
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     fed = FederationSection()
     torch.manual_seed(0)
@@ -76,25 +108,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     solora = extract_block(so, task, version, fed.wire_dtype, include_codes=False)
     solora_bytes, framing = _wire_bytes(solora)
     values = sum(t.numel for t in solora.layers.values())
-    codes = {n: encode_values(torch.zeros(so.shapes[n][1]), "float32") for n in so.code_layers}
-    codes_bytes = sum(t.nbytes for t in codes.values())
+    so.codes[task] = {n: torch.ones(so.shapes[n][1]) for n in so.code_layers}
+    with_codes, _ = _wire_bytes(extract_block(so, task, version, fed.wire_dtype))
 
-    lora_layers: dict[str, RawTensor] = {}
-    for name, layer in so.layers.items():
-        lora_layers[f"{name}.lora_A"] = encode_values(
-            torch.randn(fed.rank, layer.in_features), "float32"
-        )
-        lora_layers[f"{name}.lora_B"] = encode_values(trained[name], "float32")
-    lora = BlockDelta(version=version, mask_id="", encoding="float32", layers=lora_layers)
+    lora_a = {n: torch.randn(fed.rank, layer.in_features) for n, layer in so.layers.items()}
+    lora = lora_delta(version, lora_a, trained)
+    lora_layers = lora.layers
     lora_bytes, _ = _wire_bytes(lora)
 
     lori_masks = {n: mask_ops.magnitude_mask(b, LORI_DENSITY) for n, b in trained.items()}
-    lori = BlockDelta(
-        version=version,
-        mask_id=mask_ops.mask_id(lori_masks),
-        encoding=LORI_ENCODING,
-        layers={n: encode_values(trained[n][m], LORI_ENCODING) for n, m in lori_masks.items()},
-    )
+    lori = lori_delta(version, trained, lori_masks)
     so.set_masks(task, lori_masks)
     lori_bytes, _ = _wire_bytes(lori, mask_record(so, task))
 
@@ -125,9 +148,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "bytes_per_round": solora_bytes,
                 "values": values,
                 "encoding": fed.wire_dtype,
-                "codes_bytes_once": codes_bytes,
+                "bytes_with_codes": with_codes,
             },
         },
         "reduction_vs_lora": 1.0 - solora_bytes / lora_bytes,
         "reduction_vs_lori": 1.0 - solora_bytes / lori_bytes,
+        "reduction_vs_lora_with_codes": 1.0 - with_codes / lora_bytes,
     }
