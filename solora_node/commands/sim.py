@@ -1,18 +1,63 @@
-"""`solora-node sim`: in-process multi-device experiment."""
+"""`solora-node sim`: in-process multi-device experiment (LoRA, LoRI, SO-LoRA, hard MoE,
+local) on one shared base model; results.json, a markdown table and plots in --out."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
 
-from solora_node.errors import NotBuiltYet
+from solora_node.commands._common import emit_json
+from solora_node.config import ModelSection
+from solora_node.errors import SoloraError
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "sim", help="in-process multi-device experiment (not available yet)"
+        "sim", help="in-process multi-device experiment (the paper's comparison)"
     )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="sim config file (YAML or JSON)")
+    source.add_argument("--preset", help="paper-tiny (tests, < 2 min) or paper (~35 min)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--out", type=Path, help="write results.json, results.md and PNGs here")
+    parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--cache-dir", type=Path, default=ModelSection().cache_dir)
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    raise NotBuiltYet("solora-node sim", issue=7)
+    from solora_node.sim import PRESETS, load_sim_config, run_experiment
+    from solora_node.sim.report import markdown_table, write_outputs
+    from solora_node.sim.runner import summary_json
+
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise SoloraError(f"--preset {args.preset!r}: expected one of {sorted(PRESETS)}")
+        config = PRESETS[args.preset]
+    else:
+        config = load_sim_config(args.config)
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+
+    def save_partial(partial: dict[str, object]) -> None:
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "results.partial.json").write_text(json.dumps(partial, indent=1) + "\n")
+
+    results = run_experiment(config, args.cache_dir, preset=args.preset, on_progress=save_partial)
+    if args.out is not None:
+        for path in write_outputs(results, args.out):
+            log.info("wrote %s", path)
+    if args.json:
+        emit_json(summary_json(results))
+    else:
+        sys.stdout.write(markdown_table(results))
+    return 0

@@ -1,0 +1,154 @@
+"""What an experiment runs: devices, tasks, rounds, topology, methods; presets and files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from solora_node.errors import SoloraError
+
+# Ours first: a run stopped early has measured the most informative comparison first.
+METHODS = ("solora", "lora", "hard_moe", "lori", "local")
+TOPOLOGIES = ("cluster", "random", "ring", "complete")
+
+
+class SimConfigError(SoloraError):
+    """A sim config that cannot run; the message names the field."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One experiment. Every method runs on the same devices, shards, topology and eval sets."""
+
+    model: str = "tiny"
+    tasks: tuple[str, ...] = ("arithmetic", "topic")
+    # Devices per task, in task order; devices of a task hold disjoint train shards.
+    devices_per_task: tuple[int, ...] = (2, 2)
+    # Folder per task name holding train.jsonl and eval.jsonl (user tasks); else built-in.
+    task_dirs: dict[str, str] = field(default_factory=dict)
+    rounds: int = 2
+    local_steps: int = 1
+    warmup_steps: int = 1
+    batch_size: int = 4
+    max_seq_len: int = 48
+    lr: float = 2e-3
+    rank: int = 4
+    alpha: float = 8.0
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    density: float = 0.1
+    wire_dtype: str = "float16"
+    topology: str = "cluster"
+    max_degree: int = 3
+    radius: float = 0.45  # random geometric graph (wireless stand-in)
+    methods: tuple[str, ...] = METHODS
+    # Extra solora runs on these topologies (the topology ablation); empty = none.
+    ablation_topologies: tuple[str, ...] = ("random",)
+    eval_limit: int = 8  # eval examples per task (the same for every device and method)
+    eval_every: int = 1  # rounds between intermediate evaluations (the last always runs)
+    code_prompts: int = 16  # prompts per device for its routing code
+    max_train_examples: int = 64  # per device after sharding; 0 = all
+    seed: int = 0
+    threads: int = 1
+
+    @property
+    def device_count(self) -> int:
+        return sum(self.devices_per_task)
+
+    def check(self) -> None:
+        if len(self.tasks) != len(self.devices_per_task):
+            raise SimConfigError("devices_per_task: expected one count per task in tasks")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise SimConfigError("tasks: names must be unique")
+        if any(n < 1 for n in self.devices_per_task):
+            raise SimConfigError("devices_per_task: every task needs at least one device")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise SimConfigError(f"methods: {unknown} not in {list(METHODS)}")
+        for name in (self.topology, *self.ablation_topologies):
+            if name not in TOPOLOGIES:
+                raise SimConfigError(f"topology: {name!r} not in {list(TOPOLOGIES)}")
+        for key in ("rounds", "local_steps", "batch_size", "rank", "eval_limit", "eval_every"):
+            if getattr(self, key) < 1:
+                raise SimConfigError(f"{key}: expected >= 1")
+        if not 0 < self.density <= 1:
+            raise SimConfigError("density: expected in (0, 1]")
+
+
+_TINY = SimConfig()
+
+# SmolLM2-135M, 10 devices over 4 built-in tasks; sized to run all methods plus the
+# topology ablation in about half an hour on 2 CPU cores shared with other work (load ~6),
+# hence few rounds and steps (docs/results.md gives the measured cost).
+_PAPER = SimConfig(
+    model="default",
+    tasks=("arithmetic", "topic", "language", "reverse"),
+    devices_per_task=(3, 3, 2, 2),
+    rounds=3,
+    local_steps=3,
+    warmup_steps=2,
+    batch_size=4,
+    max_seq_len=64,
+    lr=2e-3,
+    rank=8,
+    alpha=16.0,
+    max_degree=3,
+    radius=0.4,
+    eval_limit=16,
+    eval_every=3,
+    code_prompts=32,
+    max_train_examples=0,
+    threads=2,
+)
+
+PRESETS: dict[str, SimConfig] = {"paper-tiny": _TINY, "paper": _PAPER}
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            raise SimConfigError(f"{name}: expected a list")
+        return tuple(value)
+    if isinstance(default, bool) or not isinstance(default, int | float | str | dict):
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, type(default)):
+        raise SimConfigError(f"{name}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def from_mapping(data: dict[str, Any], base: SimConfig | None = None) -> SimConfig:
+    """A config from a JSON/YAML object; a `preset` key picks the defaults it overrides."""
+    data = dict(data)
+    preset = data.pop("preset", None)
+    if base is None:
+        if preset is not None and preset not in PRESETS:
+            raise SimConfigError(f"preset: {preset!r} not in {sorted(PRESETS)}")
+        base = PRESETS[preset] if preset else SimConfig()
+    known = {f.name: getattr(base, f.name) for f in fields(SimConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise SimConfigError(f"unknown sim config fields {unknown}")
+    updates = {k: _coerce(k, v, known[k]) for k, v in data.items()}
+    config = replace(base, **updates)
+    config.check()
+    return config
+
+
+def load_sim_config(path: Path) -> SimConfig:
+    """A sim config file (YAML or JSON object)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SimConfigError(f"--config {path}: cannot read ({err.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise SimConfigError(f"--config {path}: not valid YAML/JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise SimConfigError(f"--config {path}: expected a mapping of sim fields")
+    return from_mapping(data)

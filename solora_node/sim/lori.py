@@ -1,0 +1,145 @@
+"""LoRI-DFL: one adapter shared by all tasks, frozen random (not orthogonal) A, 90%
+magnitude-sparse B with a mask of each node's own (no agreement), gossip of B with every
+neighbour. The receiver needs the sender's positions, so the mask bitmap rides along."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from solora_node.adapter import (
+    SoLoraConfig,
+    block_tensors,
+    inject,
+    mask_record,
+    reset_block,
+    set_block_tensors,
+)
+from solora_node.adapter import masks as mask_ops
+from solora_node.adapter.payload import BlockDelta, BlockVersion, MaskRecord
+from solora_node.adapter.tensors import decode_values
+from solora_node.aggregate import Block
+from solora_node.benchmarks.payload import LORI_DENSITY, lori_delta
+from solora_node.sim.evaluation import DeviceEval, evaluate_all
+from solora_node.sim.exchange import Mailbox
+from solora_node.sim.method import RunContext, SimMethod, train_section
+from solora_node.sim.solora import edge_collisions, federation
+from solora_node.train import LocalTrainer
+
+SHARED = "shared"
+
+
+def random_projection(seed: int, layer: str, rank: int, d_in: int) -> torch.Tensor:
+    """Gaussian A with rows of expected unit norm (the scale of SO-LoRA's orthonormal rows)."""
+    digest = hashlib.sha256(f"lori|{seed}|{layer}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.randn(rank, d_in, generator=generator) / d_in**0.5
+
+
+class LoriMethod(SimMethod):
+    name = "lori"
+    same_task_gossip = False
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self.fed = federation(ctx, (SHARED,))
+        self.so = inject(ctx.loaded.model, SoLoraConfig.from_federation(self.fed))
+        for name, layer in self.so.layers.items():
+            layer.lora_A = random_projection(self.fed.seed, name, self.fed.rank, layer.in_features)
+        self.states: list[dict[str, torch.Tensor]] = []
+        self.masks: list[dict[str, torch.Tensor] | None] = []
+        self.trainers: list[LocalTrainer] = []
+        self.records: list[MaskRecord | None] = []
+
+    def setup(self) -> None:
+        so = self.so
+        params = so.train_task(SHARED)
+        reset_block(so, SHARED)
+        for device in self.devices:
+            self.states.append(block_tensors(so, SHARED))
+            self.masks.append(None)
+            self.records.append(None)
+            self.trainers.append(
+                LocalTrainer(
+                    so.model,
+                    self.tok,
+                    device.data.train,
+                    params,
+                    train_section(self.config, device),
+                )
+            )
+        for device in self.devices:
+            i = device.index
+            self._load(i)
+            self.trainers[i].train_steps(self.config.warmup_steps)
+            # Own magnitude mask per layer from the dense warm-up, then B restarts from zero.
+            masks = {
+                n: mask_ops.magnitude_mask(layer.lora_B[SHARED].detach(), LORI_DENSITY)
+                for n, layer in so.layers.items()
+            }
+            self.masks[i] = masks
+            so.set_masks(SHARED, masks)
+            self.records[i] = mask_record(so, SHARED)
+            reset_block(so, SHARED)
+            self._save(i)
+            self.trainers[i].reset_optimizer(so.train_task(SHARED), so.grad_masks(SHARED))
+
+    def _load(self, i: int) -> None:
+        self.so.set_masks(SHARED, self.masks[i])
+        self.so.train_task(SHARED)
+        set_block_tensors(self.so, SHARED, self.states[i])
+
+    def _save(self, i: int) -> None:
+        self.states[i] = block_tensors(self.so, SHARED)
+
+    def train_device(self, i: int) -> list[float]:
+        self._load(i)
+        losses = self.trainers[i].train_steps(self.config.local_steps)
+        self.so.enforce_masks(SHARED)
+        self._save(i)
+        return losses
+
+    def publish(self, i: int, round_: int) -> BlockDelta:
+        masks = self.masks[i]
+        assert masks is not None
+        version = BlockVersion(task=SHARED, round=round_, origin=self.devices[i].node_id)
+        return lori_delta(version, self.states[i], masks)
+
+    def mask_need(self, delta: BlockDelta, box: Mailbox) -> MaskRecord | None:
+        # Sent every round, as `bench payload` assumes: masks are per node and drift-free
+        # here, but a LoRI receiver has no agreement step that would let it cache them.
+        return self.records[self._index[delta.version.origin]]
+
+    def own_block(self, i: int) -> Block:
+        return self.states[i]
+
+    def set_own_block(self, i: int, block: Block) -> None:
+        masks = self.masks[i]
+        assert masks is not None
+        # Averaging spreads neighbours' entries off this node's mask; LoRI keeps its own.
+        self.states[i] = {n: t.float() * masks[n] for n, t in block.items()}
+
+    def dense(self, delta: BlockDelta, i: int) -> Block:
+        masks = self.masks[self._index[delta.version.origin]]
+        assert masks is not None
+        result = {}
+        for name, raw in delta.layers.items():
+            block = torch.zeros(masks[name].shape, dtype=torch.float32)
+            block[masks[name]] = decode_values(raw)
+            result[name] = block
+        return result
+
+    def evaluate_device(self, i: int) -> DeviceEval:
+        self._load(i)
+        self.so.freeze()
+        self.so.use_task(SHARED)
+        return DeviceEval(accuracy=evaluate_all(self.so.model, self.tok, self.ctx.evals))
+
+    def collision(self) -> dict[str, float]:
+        def masks_of(i: int) -> dict[str, torch.Tensor]:
+            masks = self.masks[i]
+            assert masks is not None
+            return masks
+
+        return edge_collisions(self, masks_of)
