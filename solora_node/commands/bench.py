@@ -15,8 +15,9 @@ BENCHMARKS = {
     "codec": "encode/decode throughput vs memcpy (issue 4)",
     "net": "gRPC streamed exchange vs raw TCP on loopback (issue 4)",
     "routing": "implicit-MoE auto-routing accuracy on the default model (issue 3)",
+    "soak": "N-node loopback federation for R rounds: RSS/fd growth per node (issue 8)",
 }
-ISSUE_OF = {"payload": 3, "train": 3, "codec": 4, "net": 4, "routing": 3}
+ISSUE_OF = {"payload": 3, "train": 3, "codec": 4, "net": 4, "routing": 3, "soak": 8}
 
 
 def _module(name: str):  # type: ignore[no-untyped-def]
