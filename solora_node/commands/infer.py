@@ -57,9 +57,9 @@ def handle(args: argparse.Namespace) -> int:
     from solora_node.adapter.checkpoint import config_from_manifest, load_checkpoint, read_manifest
     from solora_node.adapter.inference import answer, check_gate_choice
 
-    torch.set_num_threads(args.threads)
     # Refuse a bad folder or task name before spending seconds on loading the model.
     check_gate_choice(config_from_manifest(read_manifest(args.checkpoint)).tasks, args.task)
+    torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.checkpoint, args.cache_dir)
     result = answer(
         loaded.so,

@@ -79,7 +79,8 @@ def test_infer_errors_are_one_line(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def run(folder: Path, task: str = "auto") -> str:
-        code = cli.main(["infer", "--checkpoint", str(folder), "--task", task, "hello"])
+        argv = ["infer", "--checkpoint", str(folder), "--task", task, "--threads", "1"]
+        code = cli.main([*argv, "hello"])
         assert code == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "Traceback" not in err

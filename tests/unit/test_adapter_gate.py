@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from peft import PeftModel
 
-from solora_node.adapter import block_tensors, export_peft, set_block_tensors
-from solora_node.model import tiny_model
+from solora_node.adapter import SoLoraModel, block_tensors, export_peft, set_block_tensors
+from solora_node.model import LoadedModel, tiny_model
 from tests.unit.test_adapter_helpers import (
     ARITH,
     LANG,
@@ -20,7 +21,9 @@ from tests.unit.test_adapter_helpers import (
 )
 
 
-def _trained_federation():  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def trained() -> tuple[LoadedModel, SoLoraModel]:
+    """Every task's block trained a little (shared by the tests: they only change the gate)."""
     loaded, so = tiny_federation()
     for task, texts in zip(TASKS, (ARITH[:8], LANG, REV), strict=True):
         train_steps(so, task, lm_batch(loaded.tokenizer, texts), steps=6)
@@ -32,8 +35,10 @@ def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
-def test_one_hot_gate_equals_a_model_holding_only_that_block() -> None:
-    loaded, so = _trained_federation()
+def test_one_hot_gate_equals_a_model_holding_only_that_block(
+    trained: tuple[LoadedModel, SoLoraModel],
+) -> None:
+    loaded, so = trained
     batch = lm_batch(loaded.tokenizer, ARITH[8:12] + LANG[:2])
     for task in TASKS:
         so.use_task(task)
@@ -47,12 +52,14 @@ def test_one_hot_gate_equals_a_model_holding_only_that_block() -> None:
         plain = tiny_model().model
         with torch.no_grad():
             for name, delta in so.delta_weights(task).items():
-                plain.get_submodule(name).weight += delta
+                linear = plain.get_submodule(name)
+                assert isinstance(linear, torch.nn.Linear)
+                linear.weight += delta
         assert (merged - _logits(plain, batch)).abs().max() < 1e-5
 
 
-def test_other_experts_do_change_the_output() -> None:
-    loaded, so = _trained_federation()
+def test_other_experts_do_change_the_output(trained: tuple[LoadedModel, SoLoraModel]) -> None:
+    loaded, so = trained
     batch = lm_batch(loaded.tokenizer, ARITH[8:10])
     so.use_task("arith")
     one_hot = _logits(so.model, batch)
@@ -60,8 +67,10 @@ def test_other_experts_do_change_the_output() -> None:
     assert (one_hot - _logits(so.model, batch)).abs().max() > 1e-4
 
 
-def test_weights_gate_matches_one_hot_and_per_sample_rows() -> None:
-    loaded, so = _trained_federation()
+def test_weights_gate_matches_one_hot_and_per_sample_rows(
+    trained: tuple[LoadedModel, SoLoraModel],
+) -> None:
+    loaded, so = trained
     batch = lm_batch(loaded.tokenizer, [ARITH[9], LANG[3]])
     so.use_task("arith")
     arith = _logits(so.model, batch)
@@ -79,8 +88,10 @@ def test_weights_gate_matches_one_hot_and_per_sample_rows() -> None:
     assert (weighted - _logits(so.model, batch)).abs().max() < 1e-5
 
 
-def test_exported_expert_loads_in_stock_peft_and_matches(tmp_path: Path) -> None:
-    loaded, so = _trained_federation()
+def test_exported_expert_loads_in_stock_peft_and_matches(
+    trained: tuple[LoadedModel, SoLoraModel], tmp_path: Path
+) -> None:
+    loaded, so = trained
     batch = lm_batch(loaded.tokenizer, ARITH[8:12] + LANG[:2])
     for task in ("arith", "rev"):
         folder = export_peft(so, task, tmp_path / task)

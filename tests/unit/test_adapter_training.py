@@ -49,7 +49,7 @@ def test_masked_entries_stay_exactly_zero_through_sparse_training() -> None:
     # Keep the warm-up optimiser: its moments must be masked too, else Adam moves zeros.
     so.mask_optimizer_state(optimizer, so.grad_masks("arith"))
     # No B *= mask safety net: the masked gradients and moments alone must keep the zeros.
-    train_steps(so, "arith", batch, steps=40, optimizer=optimizer, safety_net=False)
+    train_steps(so, "arith", batch, steps=20, optimizer=optimizer, safety_net=False)
     for name, layer in so.layers.items():
         mask = layer.mask("arith")
         assert mask is not None
@@ -71,7 +71,7 @@ def test_masked_entries_stay_zero_with_a_fresh_optimizer_and_hooks_only() -> Non
     calibrate(so, "arith", fed)
     params = so.train_task("arith")
     optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
-    for _ in range(30):
+    for _ in range(15):
         so.model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
