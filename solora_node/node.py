@@ -58,6 +58,8 @@ CHECKPOINT_DIR = "checkpoints"
 # a slower cluster and are still the freshest copy; own-task staleness is enforced by the
 # book (refused as STALE_ROUND) and by aggregation.
 FOREIGN_STALENESS = 1 << 30
+MAX_FORGOTTEN = 256  # forgotten peers still re-dialled (bounded against id floods)
+REDIAL_EVERY = 5  # liveness intervals between re-dials of forgotten peers
 STOP_GRACE_S = 3.0  # SIGTERM -> exit within 10 s: this, the gRPC grace, a checkpoint, goodbye
 
 
@@ -101,6 +103,10 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self.discovery: Discovery | None = None
         self.rounds_done = 0
+        # Peers the view forgot (dead too long). mDNS will not announce them again while
+        # their records are cached (PTR TTL 75 min), so after a long partition nobody would
+        # ever dial them: we keep re-dialling them, slowly, until one answers.
+        self._forgotten: collections.OrderedDict[str, PeerInfo] = collections.OrderedDict()
         self.plan: TopologyPlan | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -193,6 +199,7 @@ class Node:
             bootstrap=cfg.network.bootstrap_peers,
         )
         self.view.bind(asyncio.get_running_loop())
+        self.view.add_listener(self._on_membership)
         if cfg.discovery.mdns:
             self.discovery = Discovery(advert, self.view, interfaces=cfg.discovery.interfaces)
             await self.discovery.start()
@@ -535,10 +542,34 @@ class Node:
                 )
             )
 
+    def _on_membership(self, event: Any) -> None:
+        if event.kind == "removed":
+            self._forgotten[event.peer.node_id] = event.peer
+            self._forgotten.move_to_end(event.peer.node_id)
+            while len(self._forgotten) > MAX_FORGOTTEN:
+                self._forgotten.popitem(last=False)
+        elif event.kind == "added":
+            self._forgotten.pop(event.peer.node_id, None)
+
+    async def _redial_forgotten(self) -> None:
+        """A handshake with each forgotten peer; an answer reports it to the view again."""
+        for node_id, peer in list(self._forgotten.items()):
+            host = f"[{peer.host}]" if ":" in peer.host else peer.host
+            outcome = await self.client.handshake(
+                f"{host}:{peer.grpc_port}", node_id, timeout=2.0
+            )
+            if outcome.ok:
+                log.info("forgotten peer %s answered again; it rejoins", node_id)
+                self._forgotten.pop(node_id, None)
+
     async def _liveness_loop(self) -> None:
         """Health-check every known peer with a deadline: mDNS cannot tell who vanished."""
         interval = self.cfg.network.health_interval_s
+        checks = 0
         while not self._stop.is_set():
+            checks += 1
+            if self._forgotten and checks % REDIAL_EVERY == 0:
+                await self._redial_forgotten()
             peers = list(self.view.peers())
             results = await asyncio.gather(*(self._check(p) for p in peers))
             for node_id, ok in zip(peers, results, strict=True):

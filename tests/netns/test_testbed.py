@@ -219,13 +219,6 @@ def test_link_down_drops_host_and_link_up_rejoins(bed: Testbed) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # only the rejoin wait may fail; anything else is a real error
-    reason="node bug: after a partition longer than forget_after_s (10 x liveness deadline) "
-    "both sides have forgotten each other and mDNS never re-announces (PTR records still "
-    "cached), so the host never rejoins; see docs/testbed.md",
-)
 def test_host_rejoins_after_partition_longer_than_forget_deadline(bed: Testbed) -> None:
     others = [h for h in HOSTS if h != IMPAIRED]
 
