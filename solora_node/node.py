@@ -509,7 +509,9 @@ class Node:
         """Every accepted hello: the peer itself (direct) and the peers it knows (hearsay)."""
         hello = ctx.hello
         fed, fp = self.cfg.federation.id, self.learner.so.fingerprint
-        host, port = _split(hello.address) or _split(ctx.address) or ("", 0)
+        # Only the address the peer advertises is dialable: ctx.address is gRPC's view of
+        # the caller ("ipv4:HOST:SOURCE_PORT"), whose port is ephemeral.
+        host, port = _split(hello.address) or ("", 0)
         if host:
             self.view.report(
                 PeerInfo(
