@@ -95,6 +95,10 @@ def save_checkpoint(
         (staging / MANIFEST).write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
+        # mkdtemp makes the folder private and safetensors writes 0600 files; `infer` may
+        # run as another user than the daemon, and adapter weights are no secret.
+        for path in (staging, *staging.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
