@@ -136,7 +136,8 @@ class SoLoraLinear(nn.Module):
                 hidden = hidden * gate.slot_weights(hidden.dim()).to(hidden.dtype)
             stacked = torch.cat([self.lora_B[t] for t in self.tasks], dim=1)  # d_out x R
             update = F.linear(hidden, stacked)
-        return out + (update * self.scale).to(out.dtype)
+        # One fused op (add with alpha) where PEFT spends a multiply and an add.
+        return torch.add(out, update.to(out.dtype), alpha=self.scale)
 
     def extra_repr(self) -> str:
         return f"tasks={list(self.tasks)}, rank={self.rank}, scale={self.scale}"
