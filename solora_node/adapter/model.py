@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from solora_node.adapter import masks as mask_ops
-from solora_node.adapter.errors import MaskError, ProjectionError, UnknownTaskError
+from solora_node.adapter.errors import AdapterError, MaskError, ProjectionError, UnknownTaskError
 from solora_node.adapter.gate import ExpertGate
 from solora_node.adapter.layer import SoLoraLinear
 from solora_node.adapter.projection import (
@@ -32,6 +32,8 @@ class SoLoraModel:
     """
 
     def __init__(self, model: nn.Module, config: SoLoraConfig) -> None:
+        if any(isinstance(m, SoLoraLinear) for m in model.modules()):
+            raise AdapterError("model already has SO-LoRA layers; inject into a fresh base model")
         shapes = target_layers(model, config.target_modules)
         check_total_rank(shapes, config.tasks, config.rank)
         for param in model.parameters():

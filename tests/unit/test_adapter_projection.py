@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from solora_node.adapter import (
+    AdapterError,
     ProjectionError,
     SoLoraConfig,
     inject,
@@ -105,3 +106,9 @@ def test_config_from_federation_section() -> None:
     cfg = SoLoraConfig.from_federation(FederationSection(tasks=["a", "b"], rank=4))
     assert cfg.task_slice("b") == slice(4, 8) and cfg.scale == 16.0 / 4
     assert tiny_config().total_rank == 12
+
+
+def test_injecting_twice_is_refused() -> None:
+    loaded, _ = tiny_federation()
+    with pytest.raises(AdapterError, match="already has SO-LoRA layers"):
+        inject(loaded.model, tiny_config())
