@@ -37,7 +37,7 @@ def test_local_folder_round_trip(tmp_path: Path) -> None:
 
 
 def test_bad_model_path_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="expected a folder with config.json"):
+    with pytest.raises(ModelError, match=r"expected a folder with config\.json"):
         load_base_model(str(tmp_path / "nothing-here"), tmp_path)
 
 
