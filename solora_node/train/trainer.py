@@ -44,6 +44,9 @@ class LocalTrainer:
     ) -> None:
         if not examples:
             raise SoloraError("trainer: no training examples")
+        # Process-wide. More threads than idle cores is far worse than fewer: on a busy
+        # 2-core box, 2 threads made a SmolLM2 step ~10x slower than 1 (OpenMP barriers
+        # wait for a descheduled thread), so several nodes per machine want threads=1.
         torch.set_num_threads(cfg.threads)
         self.model = model
         self.cfg = cfg
