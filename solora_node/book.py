@@ -44,6 +44,7 @@ from solora_node.net.validate import expectation_from_mask
 
 log = logging.getLogger(__name__)
 
+CODES_EVERY = 10  # rounds between blocks that carry this node's routing codes
 MAX_MASKS = 64  # masks kept for relaying and checking; bounded against a flood of new ones
 
 
@@ -92,6 +93,7 @@ class BlockBook:
         self.neighbours: tuple[NeighbourStatus, ...] = ()
         self.exchanges: collections.deque[ExchangeResult] = collections.deque(maxlen=16)
         self.details: dict[str, str] = {}
+        self._codes_round: int | None = None
 
     # ------------------------------------------------------------------ local side
 
@@ -103,7 +105,13 @@ class BlockBook:
         if not self.learner.calibrated:
             return
         version = BlockVersion(task=self.task, round=round_, origin=self.node_id)
-        self.own = extract_block(self.so, self.task, version, encoding)
+        # Routing codes come from local data and barely change: ~7 kB that would ride on
+        # every ~40 kB block. Sent with the first block and then every CODES_EVERY rounds,
+        # which is enough for late joiners and relays to pick them up.
+        with_codes = self._codes_round is None or round_ - self._codes_round >= CODES_EVERY
+        self.own = extract_block(self.so, self.task, version, encoding, include_codes=with_codes)
+        if with_codes:
+            self._codes_round = round_
         self.remember_mask(mask_record(self.so, self.task))
 
     def remember_mask(self, record: MaskRecord) -> None:
