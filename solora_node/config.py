@@ -268,11 +268,12 @@ def validation_problems(err: ValidationError, source: str | None = None) -> list
     return [prefix + _format_problem(e) for e in err.errors()]
 
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`extra` over `base`, recursively for nested mappings (sections)."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -349,8 +350,8 @@ def load_config(
 ) -> NodeConfig:
     """Merge YAML, environment and CLI overrides (in that order) and validate."""
     data: dict[str, Any] = read_yaml(path) if path is not None else {}
-    data = _deep_merge(data, env_overrides(os.environ if environ is None else environ))
-    data = _deep_merge(data, cli_overrides(overrides))
+    data = deep_merge(data, env_overrides(os.environ if environ is None else environ))
+    data = deep_merge(data, cli_overrides(overrides))
     try:
         return NodeConfig.model_validate(data)
     except ValidationError as err:

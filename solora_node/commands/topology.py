@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,6 +20,7 @@ from solora_node.config import (
     FederationSection,
     TopologySection,
     cli_overrides,
+    deep_merge,
     env_overrides,
     read_yaml,
     validation_problems,
@@ -58,16 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _problems(err: ValidationError, path: Path) -> list[str]:
     generic = validation_problems(err, str(path))
     problems = []
@@ -84,7 +74,7 @@ def load_membership(path: Path, overrides: list[str]) -> tuple[TopologyFile, lis
     """Validate the sections the plan needs; every problem is one line naming the field."""
     data = read_yaml(path)
     # Same precedence as the daemon: file < SOLORA_ environment < --set.
-    data = _merge(_merge(data, env_overrides(os.environ)), cli_overrides(overrides))
+    data = deep_merge(deep_merge(data, env_overrides(os.environ)), cli_overrides(overrides))
     try:
         parsed = TopologyFile.model_validate(data)
     except ValidationError as err:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from solora_node.config import deep_merge
 from solora_node.errors import SoloraError
 
 READY_TIMEOUT_S = 180.0
@@ -55,16 +56,6 @@ class NodeProcess:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def make_ca(root: Path, federation_id: str, node_ids: list[str]) -> Path:
@@ -104,7 +95,7 @@ class LocalFederation:
     def reconfigure(self, node_id: str, overrides: Mapping[str, Any]) -> None:
         """Rewrite one node's config (e.g. bootstrap peers once the others have ports)."""
         spec = self.nodes[node_id].spec
-        spec.overrides = _merge(spec.overrides, overrides)
+        spec.overrides = deep_merge(spec.overrides, overrides)
         proc = self.nodes[node_id].proc
         self.nodes[node_id] = self._prepare(spec, self.ca_dir)
         self.nodes[node_id].proc = proc
@@ -132,7 +123,7 @@ class LocalFederation:
             "discovery": {"interfaces": ["127.0.0.1"]},
             "metrics": {"host": "127.0.0.1", "port": 0},
         }
-        config = _merge(_merge(self.base, own), spec.overrides)
+        config = deep_merge(deep_merge(self.base, own), spec.overrides)
         config_path = self.root / f"{spec.node_id}.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         return NodeProcess(spec, config_path, data_dir, self.root / f"{spec.node_id}.log")

@@ -37,9 +37,9 @@ from typing import Any
 
 import yaml
 
+from solora_node.config import deep_merge
 from solora_node.errors import SoloraError
 from solora_node.testbed import nsnet
-from solora_node.testbed.local import _merge
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]{1,12}$")
 NAMESPACE_PREFIX = "snt"
@@ -248,7 +248,7 @@ class Testbed:
         """Compute names, addresses and configs; nothing is created until up()."""
         check_name(name)
         work = (work_dir or default_work_dir(name)).resolve()
-        cfg_base = _merge(FAST_BASE, base or {})
+        cfg_base = deep_merge(FAST_BASE, base or {})
         tasks = list(cfg_base["federation"]["tasks"])
         net = ipaddress.ip_network(subnet)
         state = TestbedState(
@@ -390,7 +390,7 @@ class Testbed:
                 "discovery": {"mdns": True, "interfaces": [host.address]},
                 "metrics": {"host": host.address, "port": METRICS_PORT},
             }
-            config = _merge(self.base, own)
+            config = deep_merge(self.base, own)
             Path(host.data_dir).mkdir(parents=True, exist_ok=True)
             Path(host.config).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
@@ -699,9 +699,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if args.config:
         base = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
     if args.rounds:
-        base = _merge(base, {"rounds": {"max_rounds": args.rounds}})
+        base = deep_merge(base, {"rounds": {"max_rounds": args.rounds}})
     if args.tasks:
-        base = _merge(base, {"federation": {"tasks": args.tasks.split(",")}})
+        base = deep_merge(base, {"federation": {"tasks": args.tasks.split(",")}})
     bed = Testbed.plan(
         args.name,
         args.hosts,

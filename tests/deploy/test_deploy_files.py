@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from solora_node.config import NodeConfig, load_config
+from solora_node.metrics import METRIC_NAMES, NodeMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -43,30 +44,6 @@ INIT_CERTS = DEPLOY / "compose" / "init-certs.sh"
 TOOL_TIMEOUT_S = 120
 IMAGE_TLS_DIR = "/etc/solora-node/tls"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-# Used only if solora_node.metrics is absent: the names of DESIGN.md §4.3 / issue 6.
-FALLBACK_METRIC_NAMES = (
-    "solora_rounds_total",
-    "solora_round",
-    "solora_local_steps_total",
-    "solora_train_loss",
-    "solora_eval_accuracy",
-    "solora_bytes_sent_total",
-    "solora_bytes_received_total",
-    "solora_peers",
-    "solora_cluster_size",
-    "solora_cluster_degree",
-    "solora_spectral_gap",
-    "solora_round_duration_seconds",
-    "solora_exchange_failures_total",
-    "solora_deltas_refused_total",
-    "solora_deltas_applied_total",
-    "solora_collision_rate",
-    "solora_mask_density",
-    "solora_consensus_distance",
-    "solora_blocks_held",
-    "solora_node_info",
-)
-FALLBACK_HISTOGRAMS = ("solora_round_duration_seconds",)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -123,27 +100,15 @@ def box_configs() -> list[Path]:
     return sorted(CONFIGS.glob("box-*.yaml"))
 
 
-def metrics_module() -> ModuleType | None:
-    if importlib.util.find_spec("solora_node.metrics") is None:
-        return None
-    import solora_node.metrics as module
-
-    return module if hasattr(module, "METRIC_NAMES") else None
-
-
 def histogram_families() -> set[str]:
-    """Names of the node's histograms, read from its real registry when it has one."""
-    module = metrics_module()
-    if module is None or not hasattr(module, "NodeMetrics"):
-        return set(FALLBACK_HISTOGRAMS)
-    registry = module.NodeMetrics(tasks=["arithmetic"]).registry
+    """Names of the node's histograms, read from its real registry."""
+    registry = NodeMetrics(tasks=["arithmetic"]).registry
     return {family.name for family in registry.collect() if family.type == "histogram"}
 
 
 def exported_series_names() -> set[str]:
     """Every series name a PromQL query may use: METRIC_NAMES, plus a histogram's parts."""
-    module = metrics_module()
-    names = set(module.METRIC_NAMES if module is not None else FALLBACK_METRIC_NAMES)
+    names = set(METRIC_NAMES)
     for family in histogram_families():
         assert family in names, f"histogram {family} is not in METRIC_NAMES"
         names.update(family + suffix for suffix in HISTOGRAM_SUFFIXES)
@@ -511,12 +476,9 @@ def test_dashboard_covers_the_promised_panels() -> None:
 
 def test_dashboard_series_exist_in_a_real_node_exposition() -> None:
     """Beyond the name list: a live NodeMetrics really exposes every series the dashboard reads."""
-    module = metrics_module()
-    if module is None or not hasattr(module, "NodeMetrics"):
-        pytest.skip("solora_node.metrics.NodeMetrics is not available")
     from prometheus_client.parser import text_string_to_metric_families
 
-    node = module.NodeMetrics(tasks=["arithmetic"])
+    node = NodeMetrics(tasks=["arithmetic"])
     node.set_info(node_id="node-1", task="arithmetic", federation="f", version="0")
     node.set_eval_accuracy("arithmetic", 0.5)
     exposition = node.exposition().decode()
