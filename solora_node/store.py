@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-import safetensors.torch
 import torch
+from safetensors.torch import load as parse_safetensors
+from safetensors.torch import save as serialize_safetensors
 
 from solora_node.errors import SoloraError
 
@@ -142,7 +143,7 @@ class CheckpointStore:
             raise CheckpointError(f"{self.root}: checkpoint store is read-only or closed")
         if round < 0:
             raise ValueError("round must be non-negative")
-        payload = safetensors.torch.save(_plain_tensors(tensors))
+        payload = serialize_safetensors(_plain_tensors(tensors))
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -326,7 +327,7 @@ def _read_verified(path: Path) -> Checkpoint:
             f"{manifest['tensors_sha256'][:12]}...)"
         )
     try:
-        tensors = safetensors.torch.load(payload)
+        tensors = parse_safetensors(payload)  # safetensors only, never pickle
     except Exception as exc:  # the parser's error types are not part of its API
         raise _Unusable(f"{TENSORS_FILE} does not parse as safetensors ({exc})") from None
     return Checkpoint(
