@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
 import torch
 
@@ -81,16 +80,16 @@ class LocalLearner:
         """Make this node's own mask from its warm-up and local data; returns the mask_id."""
         batches = prompt_batches(self.tokenizer, [ex.input for ex in self.data.train[:64]])
         mask_id = calibrate(self.so, self.task, self.cfg.federation, batches)
-        self._restart_optimizer()
+        self.restart_optimizer()
         return mask_id
 
     def adopt_mask(self, record: MaskRecord) -> None:
         """Train under the cluster's mask from now on (entries off it are dropped)."""
         install_mask(self.so, record)
         self.so.enforce_masks(self.task)
-        self._restart_optimizer()
+        self.restart_optimizer()
 
-    def _restart_optimizer(self) -> None:
+    def restart_optimizer(self) -> None:
         # Adam's moments belong to the old support: start fresh under the new mask.
         params = self.so.train_task(self.task)
         self.trainer.reset_optimizer(params, self.so.grad_masks(self.task))
@@ -110,8 +109,3 @@ class LocalLearner:
         finally:
             self.so.train_task(self.task)
 
-
-def default_cache_dir() -> Path:
-    from solora_node.config import ModelSection
-
-    return ModelSection().cache_dir

@@ -34,7 +34,6 @@ from solora_node.adapter.checkpoint import save_checkpoint
 from solora_node.aggregate import aggregate_blocks
 from solora_node.book import BlockBook
 from solora_node.config import NodeConfig
-from solora_node.errors import SoloraError
 from solora_node.learner import LocalLearner
 from solora_node.metrics import NodeMetrics
 from solora_node.net import store as wire
@@ -474,7 +473,7 @@ class Node:
             if codes:
                 so.codes[task] = codes
         opt = {k.removeprefix("opt/"): v for k, v in tensors.items() if k.startswith("opt/")}
-        self.learner._restart_optimizer()
+        self.learner.restart_optimizer()
         self.learner.trainer.import_state(opt, meta.get("trainer", {}))
         for task, v in meta.get("foreign", {}).items():
             version = BlockVersion(task=task, round=int(v["round"]), origin=str(v["origin"]))
@@ -626,8 +625,5 @@ async def run_node(cfg: NodeConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.request_stop)
-    try:
-        await node.run()
-    except SoloraError:
-        raise
+    await node.run()
     return 0
