@@ -163,6 +163,7 @@ class Node:
             on_peer=self._on_peer,
         )
         await asyncio.to_thread(self._restore)
+        self.metrics.round.set(self.book.round)  # a resumed node reports its round at once
         limits = dataclasses.replace(
             WireLimits.from_config(cfg.network, cfg.topology), staleness_rounds=FOREIGN_STALENESS
         )
