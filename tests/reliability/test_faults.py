@@ -93,7 +93,7 @@ def round_durations(fed: LocalFederation, node: str, since: float) -> list[float
         match = ROUND_LINE.match(line)
         if match:
             stamp = time.mktime(time.strptime(match[1].split(",")[0], "%Y-%m-%d %H:%M:%S"))
-            if stamp >= since:
+            if stamp >= int(since):  # log stamps have whole seconds
                 out.append(float(match[3]))
     return out
 
@@ -150,6 +150,13 @@ def test_slow_peer_past_its_deadline_delays_nobody_beyond_the_exchange_deadline(
         since = time.time()
         # ... and everyone still makes rounds, each bounded by the exchange deadline.
         start = wait_progress(fed, list(fed.nodes), 3, timeout=60)
+        # The round number may jump (catch-up to the cluster), so also wait for rounds
+        # really completed, and logged, since the slow peer joined.
+        wait_until(
+            lambda: all(len(round_durations(fed, n, since)) >= 2 for n in ("a1", "a2")),
+            60,
+            "a1 and a2 to complete rounds with the slow peer planned in",
+        )
         end = rounds(fed)
         durations = {n: round_durations(fed, n, since) for n in ("a1", "a2")}
         timeouts = m(fed, "a1")["solora_exchange_failures_total{reason=timeout}"] - failures_before
