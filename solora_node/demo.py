@@ -173,23 +173,19 @@ def evaluate_models(
 
 
 def lora_bytes_per_exchange(model: str, rank: int) -> int:
-    """Bytes of one standard-LoRA payload (A and B dense fp32) encoded by our codec."""
+    """Bytes of one standard-LoRA payload (A and B dense fp32), counted like `bench payload`."""
     import torch
 
-    from solora_node.adapter import BlockVersion, encode_values, target_layers
-    from solora_node.adapter.payload import BlockDelta
+    from solora_node.adapter import BlockVersion, target_layers
+    from solora_node.benchmarks.payload import lora_delta, payload_bytes
     from solora_node.config import FederationSection, ModelSection
     from solora_node.model import load_base_model
-    from solora_node.net.codec import encode_delta
 
     loaded = load_base_model(model, ModelSection().cache_dir)
     shapes = target_layers(loaded.model, tuple(FederationSection().target_modules))
-    layers = {}
-    for name, (d_out, d_in) in shapes.items():
-        layers[f"{name}.lora_A"] = encode_values(torch.zeros(rank, d_in), "float32")
-        layers[f"{name}.lora_B"] = encode_values(torch.zeros(d_out, rank), "float32")
-    delta = BlockDelta(BlockVersion("lora", 1, "demo"), "", "float32", layers)
-    return len(encode_delta(delta))
+    a = {name: torch.zeros(rank, d_in) for name, (_, d_in) in shapes.items()}
+    b = {name: torch.zeros(d_out, rank) for name, (d_out, _) in shapes.items()}
+    return payload_bytes(lora_delta(BlockVersion("lora", 1, "demo"), a, b))
 
 
 def run_demo(plan: DemoPlan, log: Any = sys.stderr) -> dict[str, Any]:
