@@ -145,7 +145,9 @@ def prepare_default_model(cache_dir: Path, name: str = DEFAULT_MODEL_NAME) -> Pa
         staging.chmod(0o755)
         for item in staging.iterdir():
             item.chmod(0o644)
-        if target.exists():
+        if target.is_symlink() or target.is_file():  # a dangling link or a stray file
+            target.unlink()
+        elif target.exists():
             shutil.rmtree(target)
         staging.rename(target)  # atomic: a half-written folder is never taken for a model
     finally:
