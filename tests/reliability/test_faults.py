@@ -108,7 +108,15 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
         wait_whole(federation, timeout=120)
         # An early checkpoint of a1, for the rejoin-with-an-old-checkpoint test.
         ckpts = federation.nodes["a1"].data_dir / "checkpoints"
-        shutil.copytree(ckpts, root / OLD_SNAPSHOT, ignore=shutil.ignore_patterns("*.tmp*", ".*"))
+        for _ in range(20):  # the node prunes old checkpoints while we copy: retry
+            shutil.rmtree(root / OLD_SNAPSHOT, ignore_errors=True)
+            try:
+                shutil.copytree(
+                    ckpts, root / OLD_SNAPSHOT, ignore=shutil.ignore_patterns("*.tmp*", ".*")
+                )
+                break
+            except shutil.Error:
+                continue
         yield federation
         codes = federation.stop(timeout=20)
     # No node crashed: every one exits 0 on SIGTERM at the end.
