@@ -108,4 +108,3 @@ class LocalLearner:
             return evaluate(self.so.model, self.tokenizer, self.data, limit=limit)
         finally:
             self.so.train_task(self.task)
-

@@ -557,9 +557,7 @@ class Node:
         """A handshake with each forgotten peer; an answer reports it to the view again."""
         for node_id, peer in list(self._forgotten.items()):
             host = f"[{peer.host}]" if ":" in peer.host else peer.host
-            outcome = await self.client.handshake(
-                f"{host}:{peer.grpc_port}", node_id, timeout=2.0
-            )
+            outcome = await self.client.handshake(f"{host}:{peer.grpc_port}", node_id, timeout=2.0)
             if outcome.ok:
                 log.info("forgotten peer %s answered again; it rejoins", node_id)
                 self._forgotten.pop(node_id, None)

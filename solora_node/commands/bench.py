@@ -1,4 +1,4 @@
-"""`solora-node bench payload|codec|train|net`: measured figures, one JSON object with --json."""
+"""`solora-node bench NAME`: measured figures, one JSON object with --json."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ BENCHMARKS = {
     "net": "gRPC streamed exchange vs raw TCP on loopback (issue 4)",
     "routing": "implicit-MoE auto-routing accuracy on the default model (issue 3)",
     "soak": "N-node loopback federation for R rounds: RSS/fd growth per node (issue 8)",
+    "poisoning": "1 of 5 same-task peers poisoned: accuracy per aggregation rule (issue 8)",
 }
-ISSUE_OF = {"payload": 3, "train": 3, "codec": 4, "net": 4, "routing": 3, "soak": 8}
+ISSUE_OF = {"payload": 3, "train": 3, "codec": 4, "net": 4, "routing": 3, "soak": 8, "poisoning": 8}
 
 
 def _module(name: str):  # type: ignore[no-untyped-def]

@@ -15,9 +15,7 @@ DEFAULT_CACHE = Path(os.path.expanduser("~/.cache/solora-node"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "model", help="prepare the embedded default base model"
-    )
+    parser = subparsers.add_parser("model", help="prepare the embedded default base model")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     prepare = actions.add_parser("prepare", help="convert the embedded GGUF to safetensors once")
     prepare.add_argument("--name", default=DEFAULT_MODEL_NAME)

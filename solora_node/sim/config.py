@@ -9,7 +9,9 @@ from typing import Any
 
 import yaml
 
+from solora_node.aggregate import RULES
 from solora_node.errors import SoloraError
+from solora_node.sim.poison import POISONS
 
 # Ours first: a run stopped early has measured the most informative comparison first.
 METHODS = ("solora", "lora", "hard_moe", "lori", "local")
@@ -53,6 +55,14 @@ class SimConfig:
     max_train_examples: int = 64  # per device after sharding; 0 = all
     seed: int = 0
     threads: int = 1
+    # Same-task aggregation (the daemon's topology.aggregation/clip_norm/trim_fraction).
+    aggregation: str = "mean"
+    clip_norm: float = 0.0  # L2 bound on each neighbour block's difference to own; 0 = off
+    trim_fraction: float = 0.2
+    # Devices (indices in device order) whose same-task blocks arrive poisoned (issue 8).
+    poisoners: tuple[int, ...] = ()
+    poison: str = "scaled"  # scaled | random (sim/poison.py)
+    poison_scale: float = 50.0
 
     @property
     def device_count(self) -> int:
@@ -76,6 +86,19 @@ class SimConfig:
                 raise SimConfigError(f"{key}: expected >= 1")
         if not 0 < self.density <= 1:
             raise SimConfigError("density: expected in (0, 1]")
+        if self.aggregation not in RULES:
+            raise SimConfigError(f"aggregation: {self.aggregation!r} not in {list(RULES)}")
+        if self.clip_norm < 0:
+            raise SimConfigError("clip_norm: expected >= 0 (0 = no clipping)")
+        if not 0 <= self.trim_fraction < 0.5:
+            raise SimConfigError("trim_fraction: expected in [0, 0.5)")
+        if self.poison not in POISONS:
+            raise SimConfigError(f"poison: {self.poison!r} not in {list(POISONS)}")
+        bad = [i for i in self.poisoners if not 0 <= i < self.device_count]
+        if bad:
+            raise SimConfigError(
+                f"poisoners: {bad} are not device indices (0..{self.device_count - 1})"
+            )
 
 
 _TINY = SimConfig()

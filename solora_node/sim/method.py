@@ -18,6 +18,7 @@ from solora_node.sim.config import SimConfig
 from solora_node.sim.devices import Device
 from solora_node.sim.evaluation import DeviceEval
 from solora_node.sim.exchange import Mailbox, exchange
+from solora_node.sim.poison import poison_block
 from solora_node.sim.topology import SimTopology
 from solora_node.sim.wire import WireCounter
 
@@ -124,11 +125,28 @@ class SimMethod(ABC):
         if not peers:
             return
         own = self.own_block(i)
-        theirs = [self.dense(box.inbox[o], i) for o in peers]
-        merged = aggregate_blocks(own, theirs, [float(row[self._index[o]]) for o in peers])
+        theirs = [self._received(box.inbox[o], i) for o in peers]
+        c = self.config
+        merged = aggregate_blocks(
+            own,
+            theirs,
+            [float(row[self._index[o]]) for o in peers],
+            rule=c.aggregation,  # type: ignore[arg-type]  # checked by SimConfig.check
+            trim_fraction=c.trim_fraction,
+            clip_norm=c.clip_norm or None,
+        )
         self.set_own_block(i, merged)
         for origin in peers:  # each neighbour block is averaged in once (node._aggregate)
             box.inbox.pop(origin, None)
+
+    def _received(self, delta: BlockDelta, i: int) -> Block:
+        """The dense block device i averages in: a poisoner's arrives poisoned."""
+        block = self.dense(delta, i)
+        origin = self._index[delta.version.origin]
+        if origin not in self.config.poisoners:
+            return block
+        seed = self.config.seed * 1_000_003 + delta.version.round * 1009 + origin
+        return poison_block(block, self.config.poison, self.config.poison_scale, seed)
 
     def own_blocks(self) -> dict[int, dict[str, torch.Tensor]]:
         return {i: dict(self.own_block(i)) for i in range(len(self.devices))}

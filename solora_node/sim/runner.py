@@ -87,6 +87,8 @@ def run_method(
         if round_ % config.eval_every == 0 or round_ == config.rounds:
             device_evals = [method.evaluate_device(i) for i in range(len(devices))]
             entry.update(summarise(device_evals, config.tasks))
+            # Per device (device order), for readers who exclude some (e.g. poisoners).
+            entry["device_accuracy"] = [e.accuracy for e in device_evals]
         rounds.append(entry)
         log.info(
             "%s/%s round %d: loss %.3f, %d bytes%s",
@@ -112,6 +114,7 @@ def run_method(
         "eval_sets": {t: eval_fingerprint(d.eval) for t, d in evals.items()},
     }
     for key in (
+        "device_accuracy",
         "avg_accuracy",
         "per_task",
         "avg_accuracy_oracle",

@@ -9,6 +9,8 @@ median and trimmed mean with norm clipping stay close.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -74,3 +76,61 @@ def test_robust_rules_cost_little_on_a_clean_cluster() -> None:
         for name, kw in list(RULES.items())[1:]:
             robust = aggregate_blocks(own, others, [0.2] * 4, **kw)  # type: ignore[arg-type]
             assert _distance(robust, mean) < 0.1, (name, seed)
+
+
+# -- the same rules inside the simulation harness (bench poisoning's machinery) ----------
+
+
+def _sim_states(**overrides: object) -> list[dict[str, torch.Tensor]]:
+    """SO-LoRA blocks of 5 same-task devices on a complete graph after 2 rounds (tiny)."""
+    from solora_node.model import load_base_model
+    from solora_node.sim.config import SimConfig
+    from solora_node.sim.devices import build_devices, eval_sets
+    from solora_node.sim.method import RunContext
+    from solora_node.sim.solora import SoLoraMethod
+    from solora_node.sim.topology import build_topology
+
+    config = SimConfig(
+        tasks=("topic",),
+        devices_per_task=(5,),
+        rounds=2,
+        topology="complete",
+        methods=("solora",),
+        ablation_topologies=(),
+        **overrides,  # type: ignore[arg-type]
+    )
+    config.check()
+    devices = build_devices(config)
+    topology = build_topology(config.topology, devices, config)
+    torch.manual_seed(0)
+    loaded = load_base_model("tiny", Path("unused"), seed=0)
+    method = SoLoraMethod(RunContext(config, devices, topology, loaded, eval_sets(devices, 2)))
+    method.setup()
+    for round_ in (1, 2):
+        method.run_round(round_)
+    return [dict(method.own_block(i)) for i in range(5)]
+
+
+@pytest.mark.parametrize("kind", ["scaled", "random"])
+def test_sim_poisoner_moves_honest_devices_under_mean_not_under_median(kind: str) -> None:
+    clean = _sim_states()
+    clip = {"clip_norm": 0.01}
+    poisoned_mean = _sim_states(poisoners=(4,), poison=kind)
+    poisoned_median = _sim_states(poisoners=(4,), poison=kind, aggregation="median", **clip)
+    poisoned_trimmed = _sim_states(poisoners=(4,), poison=kind, aggregation="trimmed_mean", **clip)
+    honest = range(4)
+    mean_moved = max(_distance(poisoned_mean[i], clean[i]) for i in honest)
+    median_moved = max(_distance(poisoned_median[i], clean[i]) for i in honest)
+    trimmed_moved = max(_distance(poisoned_trimmed[i], clean[i]) for i in honest)
+    assert mean_moved > 1.0, mean_moved
+    assert median_moved < 0.25 * mean_moved, (median_moved, mean_moved)
+    assert trimmed_moved < 0.25 * mean_moved, (trimmed_moved, mean_moved)
+
+
+def test_sim_rejects_a_poisoner_that_is_not_a_device() -> None:
+    from solora_node.sim.config import SimConfigError, from_mapping
+
+    with pytest.raises(SimConfigError, match="poisoners"):
+        from_mapping({"poisoners": [9]})
+    with pytest.raises(SimConfigError, match="aggregation"):
+        from_mapping({"aggregation": "mode"})
