@@ -42,9 +42,14 @@ def route_top1(
     tok: PreTrainedTokenizerBase,
     texts: list[str],
     codes: Mapping[str, Mapping[str, torch.Tensor]],
+    pooled: dict[str, torch.Tensor] | None = None,
 ) -> list[str]:
     """Top-1 task per prompt from the codes this device holds (tasks without a code can't
-    be chosen: their expert never reached the device)."""
+    be chosen: their expert never reached the device).
+
+    `pooled` caches each prompt's xhat across calls: it is measured on the base model
+    (experts off), so it is the same for every device and round.
+    """
     known = [t for t in so.tasks if t in codes]
     rows = []
     for task in known:
@@ -53,11 +58,14 @@ def route_top1(
         ]
         rows.append(torch.nn.functional.normalize(torch.cat(parts), dim=0))
     dual = dual_basis(torch.stack(rows))
-    picks: list[str] = []
-    for batch in prompt_batches(tok, texts):
-        weights = gate_weights(pooled_states(so, batch), dual, top1=True)
-        picks.extend(known[int(k)] for k in weights.argmax(dim=-1))
-    return picks
+    cache = {} if pooled is None else pooled
+    missing = [t for t in dict.fromkeys(texts) if t not in cache]
+    if missing:
+        states = torch.cat([pooled_states(so, b) for b in prompt_batches(tok, missing)])
+        cache.update(zip(missing, states, strict=True))
+    xhat = torch.stack([cache[t] for t in texts])
+    weights = gate_weights(xhat, dual, top1=True)
+    return [known[int(k)] for k in weights.argmax(dim=-1)]
 
 
 def evaluate_solora(
@@ -65,6 +73,7 @@ def evaluate_solora(
     tok: PreTrainedTokenizerBase,
     evals: Mapping[str, TaskData],
     codes: Mapping[str, Mapping[str, torch.Tensor]],
+    pooled: dict[str, torch.Tensor] | None = None,
 ) -> DeviceEval:
     """Auto (top-1 routing) and oracle (one-hot on the true task) accuracy per task.
 
@@ -73,7 +82,7 @@ def evaluate_solora(
     """
     result = DeviceEval(accuracy={})
     for task, data in evals.items():
-        picks = route_top1(so, tok, [ex.input for ex in data.eval], codes)
+        picks = route_top1(so, tok, [ex.input for ex in data.eval], codes, pooled)
         right = [i for i, p in enumerate(picks) if p == task]
         so.use_task(task)
         shared = _accuracy_sum(so.model, tok, subset(data, right))

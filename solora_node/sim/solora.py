@@ -57,6 +57,7 @@ class SoLoraMethod(SimMethod):
         self.trainers: list[LocalTrainer] = []
         self.codes: list[dict[str, torch.Tensor]] = []
         self.records: dict[str, MaskRecord] = {}
+        self.pooled: dict[str, torch.Tensor] = {}  # eval prompt -> xhat (base model)
 
     def setup(self) -> None:
         so, zero = self.so, None
@@ -164,7 +165,7 @@ class SoLoraMethod(SimMethod):
 
     def evaluate_device(self, i: int) -> DeviceEval:
         codes = self.load_merged(i)
-        return evaluate_solora(self.so, self.tok, self.ctx.evals, codes)
+        return evaluate_solora(self.so, self.tok, self.ctx.evals, codes, self.pooled)
 
     def full_masks(self, i: int) -> dict[str, torch.Tensor]:
         """Device's mask in the whole B space (d_out x T*r): its task's slot, zeros elsewhere."""
