@@ -49,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clip-norm",
         type=float,
-        default=0.05,
-        help="L2 bound on a neighbour block's difference to own (robust rules only)",
+        default=None,
+        help="L2 bound on a neighbour block's difference to own (robust rules only); "
+        "default: 2x the median honest distance measured in the clean run",
     )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--local-steps", type=int, default=3)
@@ -112,12 +113,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "honest_accuracy": accuracy,
             "device_accuracy": [a[args.task] for a in result["device_accuracy"]],
             "consensus_final": result["consensus_final"],
+            "neighbour_distance": result["neighbour_distance"],
             "seconds": result["seconds"],
         }
         log.info("poisoning %s: honest accuracy %.3f", label, accuracy)
         return accuracy
 
     clean = measure("clean/mean", dataclasses.replace(base, aggregation="mean"))
+    # Clipping is calibrated on clean traffic, as an operator would set it.
+    clip_norm = args.clip_norm or 2.0 * runs["clean/mean"]["neighbour_distance"]["median"]
     verdicts: dict[str, dict[str, Any]] = {}
     for poison in args.poisons:
         for rule, spec in RULES.items():
@@ -125,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 base,
                 aggregation=spec["aggregation"],
                 trim_fraction=spec.get("trim_fraction", base.trim_fraction),
-                clip_norm=args.clip_norm if spec.get("clip") else 0.0,
+                clip_norm=clip_norm if spec.get("clip") else 0.0,
                 poisoners=poisoners,
                 poison=poison,
             )
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "devices": args.devices,
         "poisoner": args.poisoner,
         "scale": args.scale,
-        "clip_norm": args.clip_norm,
+        "clip_norm": clip_norm,
         "rounds": args.rounds,
         "local_steps": args.local_steps,
         "eval_examples": len(evals[args.task].eval),

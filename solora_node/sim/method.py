@@ -62,6 +62,9 @@ class SimMethod(ABC):
             topo.cluster_mixing() if self.same_task_gossip else topo.all_mixing()
         )
         self.boxes = [Mailbox(d.node_id, self.label(d)) for d in self.devices]
+        # L2 distance of every averaged-in neighbour block to the receiver's own block
+        # (what clip_norm bounds), so a clean run tells an operator where to clip.
+        self.neighbour_distances: list[float] = []
         self._index = {d.node_id: d.index for d in self.devices}
 
     def label(self, device: Device) -> str:
@@ -126,6 +129,7 @@ class SimMethod(ABC):
             return
         own = self.own_block(i)
         theirs = [self._received(box.inbox[o], i) for o in peers]
+        self.neighbour_distances += [block_distance(block, own) for block in theirs]
         c = self.config
         merged = aggregate_blocks(
             own,
@@ -150,3 +154,8 @@ class SimMethod(ABC):
 
     def own_blocks(self) -> dict[int, dict[str, torch.Tensor]]:
         return {i: dict(self.own_block(i)) for i in range(len(self.devices))}
+
+
+def block_distance(a: Block, b: Block) -> float:
+    """L2 norm of a - b over all layers of a block."""
+    return float(sum(float((a[n] - b[n]).pow(2).sum()) for n in a) ** 0.5)

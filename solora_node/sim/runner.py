@@ -109,6 +109,10 @@ def run_method(
         "messages": method.wire.messages,
         "seconds": time.monotonic() - started,
         "consensus_final": final["consensus_distance"],
+        "neighbour_distance": {
+            "median": float(np.median(method.neighbour_distances or [np.nan])),
+            "max": float(np.max(method.neighbour_distances or [np.nan])),
+        },
         "cluster_stats": topology.cluster_stats(),
         # What this run was scored on, so a reader can check every method saw the same sets.
         "eval_sets": {t: eval_fingerprint(d.eval) for t, d in evals.items()},
