@@ -59,6 +59,9 @@ def markdown_table(results: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append("Accuracy in %, mean over all devices of each device's merged model on each task.")
+    found = targets(results)
+    if found:
+        lines += ["", targets_table(found)]
     if results.get("ablation"):
         lines += ["", ablation_table(results)]
     return "\n".join(lines) + "\n"
@@ -82,9 +85,98 @@ def ablation_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _first_reaching(run: dict[str, Any], target: float, key: str) -> int | None:
+    """Cumulative bytes at the first evaluated round whose `key` accuracy >= target."""
+    for entry in run["rounds"]:
+        if key in entry and entry[key] >= target - 1e-12:
+            return int(entry["bytes_cumulative"])
+    return None
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's four comparisons of SO-LoRA (main topology) with the baselines.
+
+    - bytes to reach LoRA's final average accuracy: each method's cumulative bytes at its
+      first evaluated round at or above that accuracy (None: never reached);
+    - average accuracy gain over LoRA after the same rounds;
+    - gap to hard-routing MoE (oracle label) and margin over LoRI.
+    SO-LoRA's headline is its `auto` gate (what a deployed node serves); the oracle gate
+    is given beside it.
+    """
+    methods = results["methods"]
+    ours = methods.get("solora")
+    if ours is None:
+        return {}
+    out: dict[str, Any] = {}
+    for gate, key in (("auto", "avg_accuracy"), ("oracle", "avg_accuracy_oracle")):
+        if key not in ours:
+            continue
+        row: dict[str, Any] = {"solora_accuracy": ours[key]}
+        lora = methods.get("lora")
+        if lora is not None:
+            goal = lora["avg_accuracy"]
+            lora_bytes = _first_reaching(lora, goal, "avg_accuracy")
+            ours_bytes = _first_reaching(ours, goal, key)
+            row["lora_accuracy"] = goal
+            row["gain_over_lora"] = ours[key] - goal
+            row["lora_bytes_to_reach"] = lora_bytes
+            row["solora_bytes_to_reach"] = ours_bytes
+            row["bytes_reduction_to_reach"] = (
+                1 - ours_bytes / lora_bytes if ours_bytes is not None and lora_bytes else None
+            )
+            row["bytes_reduction_total"] = (
+                1 - ours["bytes_total"] / lora["bytes_total"] if lora["bytes_total"] else None
+            )
+        if "hard_moe" in methods:
+            row["gap_to_hard_moe"] = methods["hard_moe"]["avg_accuracy"] - ours[key]
+        if "lori" in methods:
+            row["margin_over_lori"] = ours[key] - methods["lori"]["avg_accuracy"]
+        out[gate] = row
+    return out
+
+
+def _signed(x: float) -> str:
+    return f"{100 * x:+.1f} pts"
+
+
+def targets_table(found: dict[str, Any]) -> str:
+    """The targets as a markdown table, with the issue's thresholds beside the figures."""
+    lines = [
+        "| target (issue 7) | threshold | SO-LoRA auto gate | SO-LoRA oracle gate |",
+        "|---|---|---|---|",
+    ]
+
+    def cell(gate: str, name: str, fmt: str) -> str:
+        value = found.get(gate, {}).get(name)
+        if value is None:
+            return "not reached" if name == "bytes_reduction_to_reach" and gate in found else "-"
+        if fmt == "pct":
+            return f"{100 * value:.1f}%"
+        return _signed(value)
+
+    rows = (
+        (
+            "fewer bytes to reach LoRA's final accuracy",
+            ">= 73% (goal 90%)",
+            "bytes_reduction_to_reach",
+            "pct",
+        ),
+        ("fewer bytes in total, same rounds", "-", "bytes_reduction_total", "pct"),
+        ("average accuracy minus LoRA's", ">= +5 pts", "gain_over_lora", "pts"),
+        ("hard-routing MoE minus SO-LoRA", "<= 1 pt", "gap_to_hard_moe", "pts"),
+        ("SO-LoRA minus LoRI", "> 0", "margin_over_lori", "pts"),
+    )
+    for label, threshold, name, fmt in rows:
+        lines.append(
+            f"| {label} | {threshold} | {cell('auto', name, fmt)} | {cell('oracle', name, fmt)} |"
+        )
+    return "\n".join(lines)
+
+
 def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json", out / "results.md"]
+    results = {**results, "targets": targets(results)}
     (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     (out / "results.md").write_text(markdown_table(results))
     written += write_plots(results, out)

@@ -87,3 +87,57 @@ def test_topologies_and_cluster_stats() -> None:
     assert isinstance(ring, SimTopology) and ring.edge_count() == 5
     rgg = build_topology("random", devices, config)
     assert rgg.positions is not None and rgg.graph.is_connected()
+
+
+def _run(points: list[tuple[int, float]], oracle: list[float] | None = None) -> dict:
+    rounds = []
+    for k, (cumulative, acc) in enumerate(points):
+        entry = {"round": k + 1, "bytes_cumulative": cumulative, "avg_accuracy": acc}
+        if oracle is not None:
+            entry["avg_accuracy_oracle"] = oracle[k]
+        rounds.append(entry)
+    run = {"rounds": rounds, "bytes_total": points[-1][0], "avg_accuracy": points[-1][1]}
+    if oracle is not None:
+        run["avg_accuracy_oracle"] = oracle[-1]
+    return run
+
+
+def test_targets_compare_bytes_to_reach_loras_final_accuracy() -> None:
+    from solora_node.sim.report import targets, targets_table
+
+    results = {
+        "methods": {
+            "lora": _run([(1000, 0.30), (2000, 0.40)]),
+            "solora": _run([(50, 0.42), (100, 0.50)], oracle=[0.45, 0.55]),
+            "hard_moe": _run([(500, 0.45), (900, 0.52)]),
+            "lori": _run([(40, 0.30), (80, 0.35)]),
+        }
+    }
+    found = targets(results)
+    auto = found["auto"]
+    # LoRA first reached its final 0.40 at 2000 bytes; SO-LoRA passed it at 50 bytes.
+    assert auto["lora_bytes_to_reach"] == 2000
+    assert auto["solora_bytes_to_reach"] == 50
+    assert auto["bytes_reduction_to_reach"] == pytest.approx(1 - 50 / 2000)
+    assert auto["bytes_reduction_total"] == pytest.approx(1 - 100 / 2000)
+    assert auto["gain_over_lora"] == pytest.approx(0.10)
+    assert auto["gap_to_hard_moe"] == pytest.approx(0.02)
+    assert auto["margin_over_lori"] == pytest.approx(0.15)
+    assert found["oracle"]["gain_over_lora"] == pytest.approx(0.15)
+    assert "97.5%" in targets_table(found)
+
+
+def test_targets_say_not_reached_when_solora_stays_below_lora() -> None:
+    from solora_node.sim.report import targets, targets_table
+
+    results = {
+        "methods": {
+            "lora": _run([(1000, 0.30), (2000, 0.40)]),
+            "solora": _run([(50, 0.20), (100, 0.35)]),
+        }
+    }
+    found = targets(results)
+    assert found["auto"]["solora_bytes_to_reach"] is None
+    assert found["auto"]["bytes_reduction_to_reach"] is None
+    assert found["auto"]["gain_over_lora"] == pytest.approx(-0.05)
+    assert "not reached" in targets_table(found)
