@@ -141,3 +141,14 @@ def test_targets_say_not_reached_when_solora_stays_below_lora() -> None:
     assert found["auto"]["bytes_reduction_to_reach"] is None
     assert found["auto"]["gain_over_lora"] == pytest.approx(-0.05)
     assert "not reached" in targets_table(found)
+
+
+def test_committed_sim_configs_load() -> None:
+    from pathlib import Path
+
+    from solora_node.sim import load_sim_config
+
+    configs = sorted((Path(__file__).parents[2] / "deploy" / "sim").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_sim_config(path).check()
