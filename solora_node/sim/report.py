@@ -45,11 +45,10 @@ def markdown_table(results: dict[str, Any]) -> str:
     for label, r, key in rows:
         per_task = r[key]
         avg = sum(per_task.values()) / len(per_task)
-        saving = (
-            f"{100 * (1 - r['bytes_total'] / lora_bytes):.1f}% less"
-            if lora_bytes and r["method"] != "lora"
-            else "-"
-        )
+        saving = "-"
+        if lora_bytes and r["method"] != "lora":
+            ratio = 1 - r["bytes_total"] / lora_bytes
+            saving = f"{100 * ratio:.1f}% less" if ratio >= 0 else f"{-100 * ratio:.1f}% more"
         collision = r.get("collision_rate", {}).get("cross_task")
         lines.append(
             f"| {label} | "
