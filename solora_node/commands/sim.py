@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help="sim config file (YAML or JSON)")
-    source.add_argument("--preset", help="paper-tiny (tests, < 2 min) or paper (~35 min)")
+    source.add_argument(
+        "--preset", help="paper-tiny (tests, < 2 min) or paper (~50 min on one core)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", type=Path, help="write results.json, results.md and PNGs here")
     parser.add_argument("--seed", type=int, help="override the config's seed")
