@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from solora_node.config import ModelSection
-from solora_node.sim.config import SimConfig
+from solora_node.sim.config import SimConfig, SimConfigError
 from solora_node.sim.devices import build_devices, eval_sets
 from solora_node.sim.poison import POISONS
 from solora_node.sim.runner import run_method
@@ -93,7 +93,7 @@ def base_config(args: argparse.Namespace) -> SimConfig:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if not 0 <= args.poisoner < args.devices:
-        raise ValueError(f"--poisoner {args.poisoner}: expected 0..{args.devices - 1}")
+        raise SimConfigError(f"--poisoner {args.poisoner}: expected 0..{args.devices - 1}")
     torch.set_num_threads(args.threads)
     base = base_config(args)
     base.check()

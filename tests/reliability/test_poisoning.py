@@ -134,3 +134,12 @@ def test_sim_rejects_a_poisoner_that_is_not_a_device() -> None:
         from_mapping({"poisoners": [9]})
     with pytest.raises(SimConfigError, match="aggregation"):
         from_mapping({"aggregation": "mode"})
+
+
+def test_bench_poisoning_refuses_a_poisoner_outside_the_cluster(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from solora_node.cli import main as cli_main
+
+    assert cli_main(["bench", "poisoning", "--model", "tiny", "--poisoner", "7"]) == 2
+    assert "--poisoner 7: expected 0..4" in capsys.readouterr().err
