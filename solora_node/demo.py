@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from solora_node.errors import SoloraError
+from solora_node.metrics import parse_exposition
 from solora_node.testbed.local import LocalFederation, NodeSpec
 
 # Tasks in the order the demo uses them: the ones SmolLM2-135M starts worst at and
@@ -92,12 +91,7 @@ def _scrape(port: int) -> dict[str, float]:
             text = resp.read().decode()
     except OSError:
         return {}
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            key = s.name + "".join(f"[{v}]" for _, v in sorted(s.labels.items()))
-            values[key] = s.value
-    return values
+    return parse_exposition(text)
 
 
 def _table(fed: LocalFederation, last: dict[str, dict[str, float]]) -> str:
@@ -111,9 +105,9 @@ def _table(fed: LocalFederation, last: dict[str, dict[str, float]]) -> str:
         sent = sum(v for k, v in m.items() if k.startswith("solora_bytes_sent_total"))
         state = "" if node.running() else " (done)"
         rows.append(
-            f"{node_id:10} {node.spec.task:10} {int(m.get('solora_round', 0)):>5} "
-            f"{m.get('solora_train_loss', float('nan')):>7.3f} "
-            f"{int(m.get('solora_peers_total[live]', m.get('solora_peers[live]', 0))):>5} "
+            f"{node_id:10} {node.spec.task:10} {int(m.get('solora_round{}', 0)):>5} "
+            f"{m.get('solora_train_loss{}', float('nan')):>7.3f} "
+            f"{int(m.get('solora_peers{state=live}', 0)):>5} "
             f"{int(sent):>11}{state}"
         )
     return "\n".join(rows)

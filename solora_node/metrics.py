@@ -240,3 +240,16 @@ class NodeMetrics:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+
+
+def parse_exposition(text: str) -> dict[str, float]:
+    """Every sample of a /metrics page keyed 'name{label=value,...}' (labels sorted; '{}'
+    for none): the one flat form the demo, testbeds and tests read metrics in."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples

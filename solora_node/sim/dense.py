@@ -13,7 +13,7 @@ from solora_node.adapter.tensors import decode_values
 from solora_node.aggregate import Block
 from solora_node.benchmarks.payload import lora_delta
 from solora_node.sim.evaluation import DeviceEval, evaluate_all
-from solora_node.sim.method import RunContext, SimMethod, train_section
+from solora_node.sim.method import RunContext, SimMethod
 from solora_node.train import LocalTrainer
 from solora_node.train.evaluate import evaluate
 
@@ -61,13 +61,7 @@ class DenseLoraMethod(SimMethod):
             self.states.append({k: v.clone() for k, v in self.initial[label].items()})
             self.peft.set_adapter(label)
             self.trainers.append(
-                LocalTrainer(
-                    self.peft,
-                    self.tok,
-                    device.data.train,
-                    list(self.slots[label].values()),
-                    train_section(self.config, device),
-                )
+                self.device_trainer(self.peft, device, list(self.slots[label].values()))
             )
 
     def _write(self, label: str, tensors: Block) -> None:

@@ -23,7 +23,7 @@ from solora_node.aggregate import Block
 from solora_node.benchmarks.payload import LORI_DENSITY, lori_delta
 from solora_node.sim.evaluation import DeviceEval, evaluate_all
 from solora_node.sim.exchange import Mailbox
-from solora_node.sim.method import RunContext, SimMethod, train_section
+from solora_node.sim.method import RunContext, SimMethod
 from solora_node.sim.solora import edge_collisions, federation
 from solora_node.train import LocalTrainer
 
@@ -60,15 +60,7 @@ class LoriMethod(SimMethod):
             self.states.append(block_tensors(so, SHARED))
             self.masks.append(None)
             self.records.append(None)
-            self.trainers.append(
-                LocalTrainer(
-                    so.model,
-                    self.tok,
-                    device.data.train,
-                    params,
-                    train_section(self.config, device),
-                )
-            )
+            self.trainers.append(self.device_trainer(so.model, device, params))
         for device in self.devices:
             i = device.index
             self._load(i)

@@ -21,6 +21,7 @@ from solora_node.sim.exchange import Mailbox, exchange
 from solora_node.sim.poison import poison_block
 from solora_node.sim.topology import SimTopology
 from solora_node.sim.wire import WireCounter
+from solora_node.train import LocalTrainer
 
 
 @dataclass
@@ -32,7 +33,7 @@ class RunContext:
     evals: dict[str, TaskData]
 
 
-def train_section(config: SimConfig, device: Device) -> TrainSection:
+def _train_section(config: SimConfig, device: Device) -> TrainSection:
     return TrainSection(
         steps_per_round=config.local_steps,
         batch_size=config.batch_size,
@@ -66,6 +67,14 @@ class SimMethod(ABC):
         # (what clip_norm bounds), so a clean run tells an operator where to clip.
         self.neighbour_distances: list[float] = []
         self._index = {d.node_id: d.index for d in self.devices}
+
+    def device_trainer(
+        self, model: torch.nn.Module, device: Device, params: list[torch.nn.Parameter]
+    ) -> LocalTrainer:
+        """A device's own trainer (its shard, its seed, its optimiser) on the shared model."""
+        return LocalTrainer(
+            model, self.tok, device.data.train, params, _train_section(self.config, device)
+        )
 
     def label(self, device: Device) -> str:
         """The block task a device trains (its task, or one adapter shared by all)."""

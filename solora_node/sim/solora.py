@@ -27,7 +27,7 @@ from solora_node.aggregate import Block
 from solora_node.config import FederationSection
 from solora_node.sim.evaluation import DeviceEval, evaluate_solora
 from solora_node.sim.exchange import Mailbox
-from solora_node.sim.method import RunContext, SimMethod, train_section
+from solora_node.sim.method import RunContext, SimMethod
 from solora_node.train import LocalTrainer
 
 
@@ -67,15 +67,7 @@ class SoLoraMethod(SimMethod):
             params = so.train_task(device.task)
             reset_block(so, device.task)
             zero = block_tensors(so, device.task)
-            self.trainers.append(
-                LocalTrainer(
-                    so.model,
-                    self.tok,
-                    device.data.train,
-                    params,
-                    train_section(self.config, device),
-                )
-            )
+            self.trainers.append(self.device_trainer(so.model, device, params))
             self.states.append(zero)
         # Warm-up (dense), then the head (lowest node id) calibrates the cluster's mask and
         # every member trains under it (the daemon's _agree_mask with the head winning).

@@ -210,18 +210,6 @@ def prometheus_config(hosts: Sequence[HostState], interval_s: float = 2.0) -> di
     }
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Samples keyed 'name{label=value,...}' (labels sorted), as tests/integration does."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}"] = sample.value
-    return samples
-
-
 class Testbed:
     """Create, drive and remove one namespace testbed; every change is saved to state.json."""
 
@@ -525,6 +513,8 @@ class Testbed:
 
     def scrape(self, names: Sequence[str] | None = None) -> dict[str, dict[str, float] | None]:
         """Every node's /metrics, fetched from the bridge namespace; None when unreachable."""
+        from solora_node.metrics import parse_exposition  # prometheus_client only when used
+
         hosts = [self.host(n) for n in names] if names else self.state.hosts
         answers = nsnet.http_get_many(
             self.state.bridge_namespace, [h.metrics_url for h in hosts], timeout=3.0
@@ -532,7 +522,7 @@ class Testbed:
         out: dict[str, dict[str, float] | None] = {}
         for host, answer in zip(hosts, answers, strict=True):
             ok = answer["status"] == 200
-            out[host.name] = parse_metrics(str(answer["body"])) if ok else None
+            out[host.name] = parse_exposition(str(answer["body"])) if ok else None
         return out
 
     def prometheus_query(self, expr: str) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prometheus_client.parser import text_string_to_metric_families
 
+from solora_node.metrics import parse_exposition
 from solora_node.store import CheckpointStore
 from solora_node.testbed.local import LocalFederation, NodeSpec
 
@@ -44,12 +44,7 @@ def scrape(port: int) -> dict[str, float]:
     """Every sample of a node's /metrics, keyed 'name{label=value,...}'."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}"] = sample.value
-    return samples
+    return parse_exposition(text)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

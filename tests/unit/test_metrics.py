@@ -106,3 +106,14 @@ def test_http_endpoint_on_an_ephemeral_loopback_port() -> None:
         metrics.stop()
     assert metrics.port is None
     metrics.stop()  # idempotent
+
+
+def test_parse_exposition_keys_samples_by_name_and_sorted_labels() -> None:
+    from solora_node.metrics import parse_exposition
+
+    metrics = NodeMetrics(tasks=["arithmetic"])
+    metrics.round.set(7)
+    metrics.add_bytes_sent("delta", 1000)
+    flat = parse_exposition(metrics.exposition().decode())
+    assert flat["solora_round{}"] == 7
+    assert flat["solora_bytes_sent_total{kind=delta}"] == 1000
