@@ -152,6 +152,15 @@ def _san_entries(node_id: str, extra: list[str]) -> list[x509.GeneralName]:
     return unique
 
 
+def tls_section(ca_dir: Path, node_id: str) -> dict[str, str]:
+    """The `network.tls` config of a node whose certificate `issue_node_cert` wrote to ca_dir."""
+    return {
+        "ca_cert": str(ca_dir / CA_CERT_FILE),
+        "cert": str(ca_dir / f"{node_id}.pem"),
+        "key": str(ca_dir / f"{node_id}.key"),
+    }
+
+
 def issue_node_cert(
     ca_dir: Path,
     node_id: str,

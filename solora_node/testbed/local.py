@@ -105,11 +105,9 @@ class LocalFederation:
         data_dir.mkdir(parents=True, exist_ok=True)
         network: dict[str, Any] = {"listen_host": "127.0.0.1", "port": 0}
         if ca_dir is not None:
-            network["tls"] = {
-                "ca_cert": str(ca_dir / "ca.pem"),
-                "cert": str(ca_dir / f"{spec.node_id}.pem"),
-                "key": str(ca_dir / f"{spec.node_id}.key"),
-            }
+            from solora_node.net.security import tls_section
+
+            network["tls"] = tls_section(ca_dir, spec.node_id)
         else:
             network["insecure"] = True
         own = {

@@ -350,7 +350,7 @@ class Testbed:
         st = self.state
         ca_dir = self.work_dir / "tls"
         if st.tls:
-            from solora_node.net.security import init_ca, issue_node_cert
+            from solora_node.net.security import init_ca, issue_node_cert, tls_section
 
             init_ca(ca_dir, f"snt-{st.name}", force=True)
         for host in st.hosts:
@@ -359,11 +359,7 @@ class Testbed:
                 # Peers verify the node id (a DNS SAN); the address SAN is for operators
                 # who dial a node by IP, e.g. `solora-node status --addr`.
                 issue_node_cert(ca_dir, host.node_id, sans=[host.address], force=True)
-                network["tls"] = {
-                    "ca_cert": str(ca_dir / "ca.pem"),
-                    "cert": str(ca_dir / f"{host.node_id}.pem"),
-                    "key": str(ca_dir / f"{host.node_id}.key"),
-                }
+                network["tls"] = tls_section(ca_dir, host.node_id)
             else:
                 network["insecure"] = True
             own = {
