@@ -26,10 +26,10 @@ from solora_node.adapter import (
     install_mask,
     mask_record,
 )
-from solora_node.adapter.payload import BlockDelta, BlockVersion, MaskRecord
 from solora_node.learner import LocalLearner
-from solora_node.net.reasons import Reason
-from solora_node.net.store import (
+from solora_node.net.validate import expectation_from_mask
+from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord
+from solora_node.protocol.messages import (
     Descriptor,
     ExchangeResult,
     Expectation,
@@ -37,10 +37,10 @@ from solora_node.net.store import (
     Hello,
     NeighbourStatus,
     NodeStatus,
+    PeerAddress,
     PeerContext,
-    PeerInfo,
 )
-from solora_node.net.validate import expectation_from_mask
+from solora_node.protocol.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class BlockBook:
         federation_id: str,
         address: str,
         staleness_rounds: int,
-        known_peers: Callable[[], Iterable[PeerInfo]] = tuple,
+        known_peers: Callable[[], Iterable[PeerAddress]] = tuple,
         on_peer: Callable[[PeerContext], None] | None = None,
     ) -> None:
         self.learner = learner

@@ -19,12 +19,12 @@ from solora_node.adapter import (
     inject,
     install_mask,
 )
-from solora_node.adapter.payload import MaskRecord
 from solora_node.adapter.prompts import prompt_batches
 from solora_node.config import NodeConfig
 from solora_node.data.examples import TaskData
 from solora_node.data.tasks import load_task
 from solora_node.model import LoadedModel, load_base_model
+from solora_node.protocol.blocks import MaskRecord
 from solora_node.train import LocalTrainer, evaluate
 
 log = logging.getLogger(__name__)

@@ -36,15 +36,16 @@ from solora_node.book import BlockBook
 from solora_node.config import NodeConfig
 from solora_node.learner import LocalLearner
 from solora_node.metrics import NodeMetrics
-from solora_node.net import store as wire
 from solora_node.net.client import PeerClient
 from solora_node.net.discovery import Advertisement, Discovery
-from solora_node.net.limits import PROTOCOL_VERSION, WireLimits
+from solora_node.net.limits import WireLimits
 from solora_node.net.membership import MembershipView, PeerInfo, PeerState
-from solora_node.net.reasons import Reason
 from solora_node.net.security import load_tls
 from solora_node.net.server import PeerServer
 from solora_node.net.topology import Member, TopologyPlan, consensus_distance, plan_topology
+from solora_node.protocol import messages as wire
+from solora_node.protocol.messages import PROTOCOL_VERSION
+from solora_node.protocol.reasons import Reason
 from solora_node.store import CheckpointStore, atomic_write_bytes
 
 log = logging.getLogger("solora_node.node")
@@ -317,7 +318,7 @@ class Node:
         self.book.head = cluster.head
         self.book.neighbours = tuple(
             wire.NeighbourStatus(
-                peer=wire.PeerInfo(
+                peer=wire.PeerAddress(
                     node_id=n, address=self._address(n) or "", task=self._task_of(n)
                 ),
                 state=_state_name(self.view.state(n)),
@@ -497,11 +498,11 @@ class Node:
         peer = self.view.peer(node_id)
         return peer.task if peer is not None else ""
 
-    def _known_peers(self) -> Iterable[wire.PeerInfo]:
+    def _known_peers(self) -> Iterable[wire.PeerAddress]:
         """Peer exchange: the live peers we would tell others about."""
         for peer in self.view.live_members():
             if peer.node_id != self.node_id and peer.host:
-                yield wire.PeerInfo(
+                yield wire.PeerAddress(
                     node_id=peer.node_id, address=f"{peer.host}:{peer.grpc_port}", task=peer.task
                 )
 

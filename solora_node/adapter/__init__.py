@@ -39,7 +39,6 @@ from solora_node.adapter.gate import ExpertGate
 from solora_node.adapter.layer import SoLoraLinear
 from solora_node.adapter.masks import collision_rate, mask_id
 from solora_node.adapter.model import SoLoraModel, inject
-from solora_node.adapter.payload import BlockDelta, BlockVersion, MaskRecord, RawTensor
 from solora_node.adapter.projection import (
     orthogonal_projection,
     projection_fingerprint,
@@ -49,6 +48,7 @@ from solora_node.adapter.projection import (
 from solora_node.adapter.routing import dual_basis, gate_weights, route, task_codes
 from solora_node.adapter.spec import SoLoraConfig
 from solora_node.adapter.tensors import decode_values, encode_values
+from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord, RawTensor
 
 __all__ = [
     "AdapterError",

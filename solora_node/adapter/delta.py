@@ -15,8 +15,8 @@ import torch
 from solora_node.adapter import masks as mask_ops
 from solora_node.adapter.errors import DeltaError, MaskError
 from solora_node.adapter.model import SoLoraModel
-from solora_node.adapter.payload import BlockDelta, BlockVersion, MaskRecord, RawTensor
 from solora_node.adapter.tensors import ENCODINGS, decode_values, encode_values
+from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord, RawTensor
 
 CODE_ENCODING = "float32"  # codes are tiny and steer routing: keep them exact
 

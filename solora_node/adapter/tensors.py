@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from solora_node.adapter.errors import DeltaError
-from solora_node.adapter.payload import WIRE_DTYPES, RawTensor
+from solora_node.protocol.blocks import WIRE_DTYPES, RawTensor
 
 ENCODINGS = ("float32", "bfloat16", "float16", "int8")
 INT8_LEVELS = 127  # symmetric: q in [-127, 127], value = q * scale

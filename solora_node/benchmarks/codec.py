@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from solora_node.adapter.payload import BlockDelta
 from solora_node.net.codec import checksum, decode_delta, encode_delta
-from solora_node.net.memory import default_round_layout, random_mask, synthetic_delta
+from solora_node.protocol.blocks import BlockDelta
+from solora_node.testing.workload import default_round_layout, random_mask, synthetic_delta
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,15 +1,16 @@
 """`bench net`: a real streamed gRPC exchange between two processes on 127.0.0.1 vs raw TCP.
 
-The sink is a loopback peer process (net.loopback) holding a dense mask; this process
-pushes `--total-mib` of blocks (`--delta-mib` each) in one Exchange stream, with mutual
-TLS from a throwaway CA unless --insecure. The same process and sink then receive the
-same number of bytes over a plain TCP socket (no TLS, no framing beyond a length). Both
-include the receiver's work: the gRPC figure also covers encoding, chunking, checksums,
-decoding and validation (shapes, finite values, norm) of every block, which raw TCP does
-not do. grpc_bare_mb_s sends the same bytes as plain gRPC messages of the chunk size to
-a sink that only counts them (same channel, same TLS): the cost of gRPC itself, so the
-gap between raw TCP and the full exchange can be split into transport and protocol.
-MB/s means 10^6 bytes per second; each figure is the best of `--repeats` runs.
+The sink is a loopback peer process (solora_node/testing/loopback.py) holding a dense
+mask; this process pushes `--total-mib` of blocks (`--delta-mib` each) in one Exchange
+stream, with mutual TLS from a throwaway CA unless --insecure. The same process and sink
+then receive the same number of bytes over a plain TCP socket (no TLS, no framing beyond
+a length). Both include the receiver's work: the gRPC figure also covers encoding,
+chunking, checksums, decoding and validation (shapes, finite values, norm) of every
+block, which raw TCP does not do. grpc_bare_mb_s sends the same bytes as plain gRPC
+messages of the chunk size to a sink that only counts them (same channel, same TLS): the
+cost of gRPC itself, so the gap between raw TCP and the full exchange can be split into
+transport and protocol. MB/s means 10^6 bytes per second; each figure is the best of
+`--repeats` runs.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any
 
 from solora_node.net.client import PeerClient
 from solora_node.net.limits import WireLimits
-from solora_node.net.loopback import DRAIN_METHOD, LoopbackPeer, build_store
 from solora_node.net.security import init_ca, issue_node_cert, load_tls_dir
+from solora_node.testing.loopback import DRAIN_METHOD, LoopbackPeer, build_store
 
 TASK = "bench"
 LAYER_VALUES = 1 << 18  # 262144 values per layer: 512 KiB in fp16, rank 8 x d_out 32768

@@ -1,14 +1,21 @@
-"""`solora-node status --addr HOST:PORT`: ask a running node what it is doing."""
+"""`solora-node status --addr HOST:PORT`: ask a running node what it is doing.
+
+It starts fast: nothing here (nor in the wire modules it imports) loads torch, peft
+or transformers; tests/unit/test_status_command.py keeps it so.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
 from solora_node.commands._common import emit_json
+from solora_node.config_locate import CONFIG_ENV, DEFAULT_CONFIG_PATH, locate_node_config
 from solora_node.errors import SoloraError
+from solora_node.protocol.messages import NodeStatus
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        help="a node config whose TLS certificate to present (mTLS); omit only with --insecure",
+        help=(
+            f"a node config whose TLS certificate to present (mTLS); default ${CONFIG_ENV}, "
+            f"then {DEFAULT_CONFIG_PATH}"
+        ),
     )
     parser.add_argument("--insecure", action="store_true", help="plaintext (insecure nodes)")
     parser.add_argument("--node-id", help="the id the node's certificate must carry")
@@ -26,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle)
 
 
-def status_json(status: Any) -> dict[str, Any]:
+def status_json(status: NodeStatus) -> dict[str, Any]:
     """Stable, documented keys (docs/operations.md)."""
     return {
         "node_id": status.node_id,
@@ -62,23 +72,27 @@ def status_json(status: Any) -> dict[str, Any]:
     }
 
 
-async def _query(args: argparse.Namespace) -> dict[str, Any]:
+def _tls_for(args: argparse.Namespace) -> Any:
+    """The TLS material to present, or None for --insecure (or a config with insecure: true)."""
     from solora_node.config import load_config
-    from solora_node.net.client import PeerClient
-    from solora_node.net.memory import InMemoryStore
     from solora_node.net.security import load_tls
 
-    if args.config is not None:
-        cfg = load_config(args.config)
-        tls = load_tls(cfg.network, cfg.node.id)
-    elif args.insecure:
-        tls = None
-    else:
+    if args.insecure:
+        return None
+    path, tried = locate_node_config(args.config, os.environ)
+    if path is None:
         raise SoloraError(
-            "status: give --config NODE.yaml (its TLS certificate is presented) or --insecure"
+            f"no node config to take TLS material from: tried {', '.join(tried)}; "
+            "give --config NODE.yaml or --insecure"
         )
-    # The status RPC needs no store of ours; an empty one satisfies the client's contract.
-    client = PeerClient(InMemoryStore(node_id="status-cli", task="", layouts={}), tls=tls)
+    cfg = load_config(path)
+    return load_tls(cfg.network, cfg.node.id)
+
+
+async def _query(args: argparse.Namespace) -> dict[str, Any]:
+    from solora_node.net.client import PeerClient
+
+    client = PeerClient(tls=_tls_for(args))
     try:
         status = await client.status(args.addr, args.node_id, timeout=args.timeout)
     finally:
@@ -89,7 +103,9 @@ async def _query(args: argparse.Namespace) -> dict[str, Any]:
 def handle(args: argparse.Namespace) -> int:
     import logging
 
-    logging.getLogger("solora_node.net.client").setLevel(logging.ERROR)  # no INSECURE banner
+    # No INSECURE banner for a read-only query the operator asked for in plaintext.
+    logging.getLogger("solora_node.net.client").setLevel(logging.ERROR)
+    logging.getLogger("solora_node.net.security").setLevel(logging.ERROR)
     result = asyncio.run(_query(args))
     if args.json:
         emit_json(result)

@@ -6,7 +6,7 @@ event loop, together with decoding.
 
 from __future__ import annotations
 
-from solora_node.net.reasons import Reason, WireError
+from solora_node.protocol.reasons import Reason, WireError
 
 
 def split(data: bytes, chunk_bytes: int) -> list[memoryview]:

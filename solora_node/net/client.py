@@ -21,11 +21,12 @@ from solora_node.net.convert import hello_from_proto, hello_to_proto, status_fro
 from solora_node.net.handshake import Verdict, check_hello
 from solora_node.net.limits import WireLimits, channel_options
 from solora_node.net.observe import NullObserver, RefusalLog, WireObserver
-from solora_node.net.reasons import Reason, WireError
+from solora_node.net.port import BlockStore
 from solora_node.net.security import TlsMaterial
 from solora_node.net.server import SERVICE_NAME, reason_of_status
 from solora_node.net.session import ExchangeSession, SessionAborted
-from solora_node.net.store import BlockStore, ExchangeResult, Hello, NodeStatus, PeerContext
+from solora_node.protocol.messages import ExchangeResult, Hello, NodeStatus, PeerContext
+from solora_node.protocol.reasons import Reason, WireError
 
 log = logging.getLogger("solora_node.net.client")
 
@@ -47,20 +48,20 @@ class HandshakeOutcome:
 
 
 class PeerClient:
-    """Dials peers on behalf of a node's store."""
+    """Dials peers on behalf of a node's store; without one it can only ask status and health."""
 
     session_class = ExchangeSession  # fault-injection tests substitute a subclass
 
     def __init__(
         self,
-        store: BlockStore,
+        store: BlockStore | None = None,
         *,
         limits: WireLimits | None = None,
         tls: TlsMaterial | None,
         allow_node_ids: Collection[str] | None = None,
         observer: WireObserver | None = None,
     ) -> None:
-        self.store = store
+        self._store = store
         self.limits = limits or WireLimits()
         self.tls = tls
         self.allow = frozenset(allow_node_ids) if allow_node_ids is not None else None
@@ -69,6 +70,13 @@ class PeerClient:
         self._channels: dict[tuple[str, str | None], grpc.aio.Channel] = {}
         if tls is None:
             log.warning("INSECURE: dialling peers over plaintext gRPC (network.insecure: true)")
+
+    @property
+    def store(self) -> BlockStore:
+        """The node side of handshakes and exchanges (status and health need none)."""
+        if self._store is None:
+            raise RuntimeError("this PeerClient has no block store: it can only ask status")
+        return self._store
 
     # ------------------------------------------------------------ channels
 
@@ -95,7 +103,8 @@ class PeerClient:
         for channel in channels:
             await channel.close()
 
-    def _stub(self, address: str, expected_node_id: str | None) -> service_pb2_grpc.SoloraStub:
+    def stub(self, address: str, expected_node_id: str | None) -> service_pb2_grpc.SoloraStub:
+        """A stub on the cached channel (raw-frame tests speak the protocol through it)."""
         return service_pb2_grpc.SoloraStub(self.channel(address, expected_node_id))  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------ checks
@@ -142,7 +151,7 @@ class PeerClient:
             )
         request = hello_to_proto(self.store.hello())
         try:
-            reply = await self._stub(address, expected_node_id).Handshake(
+            reply = await self.stub(address, expected_node_id).Handshake(
                 request, timeout=timeout or self.limits.chunk_deadline_s
             )
         except grpc.aio.AioRpcError as err:
@@ -178,7 +187,7 @@ class PeerClient:
         if not self._allowed(expected_node_id):
             return failed(Reason.NOT_AUTHORISED, f"{expected_node_id!r} is not on the allow-list")
         local = self.store.hello()
-        call = self._stub(address, expected_node_id).Exchange(
+        call = self.stub(address, expected_node_id).Exchange(
             timeout=self.limits.exchange_deadline_s
         )
 
@@ -241,7 +250,7 @@ class PeerClient:
         self, address: str, expected_node_id: str | None = None, timeout: float = 5.0
     ) -> NodeStatus:
         try:
-            reply: status_pb2.StatusReply = await self._stub(address, expected_node_id).Status(
+            reply: status_pb2.StatusReply = await self.stub(address, expected_node_id).Status(
                 status_pb2.StatusRequest(), timeout=timeout
             )
         except grpc.aio.AioRpcError as err:

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from solora_node._proto import common_pb2, payload_pb2
-from solora_node.adapter.payload import WIRE_DTYPES, BlockDelta, BlockVersion, MaskRecord, RawTensor
 from solora_node.net.limits import MAX_DIMS, MAX_HEADER_BYTES, MAX_NAME_CHARS, MAX_TENSORS
-from solora_node.net.reasons import Reason, WireError
+from solora_node.protocol.blocks import WIRE_DTYPES, BlockDelta, BlockVersion, MaskRecord, RawTensor
+from solora_node.protocol.reasons import Reason, WireError
 
 MAGIC = b"SLP1"
 _PREFIX = struct.Struct("<4sI")

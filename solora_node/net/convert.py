@@ -6,19 +6,19 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from solora_node._proto import common_pb2, exchange_pb2, handshake_pb2, payload_pb2, status_pb2
-from solora_node.adapter.payload import BlockVersion
 from solora_node.net.codec import dtype_from_proto, dtype_to_proto
 from solora_node.net.limits import MAX_ITEMS_PER_OFFER, MAX_NAME_CHARS
-from solora_node.net.reasons import Reason, WireError
-from solora_node.net.store import (
+from solora_node.protocol.blocks import BlockVersion
+from solora_node.protocol.messages import (
     Descriptor,
     ExchangeResult,
     HeldBlock,
     Hello,
     NeighbourStatus,
     NodeStatus,
-    PeerInfo,
+    PeerAddress,
 )
+from solora_node.protocol.reasons import Reason, WireError
 
 # A hello is untrusted input too: bound the lists a peer can make us keep.
 MAX_HELD = 4096
@@ -33,12 +33,12 @@ def _short(text: str, what: str) -> str:
     return text
 
 
-def peer_to_proto(peer: PeerInfo) -> common_pb2.PeerInfo:
+def peer_to_proto(peer: PeerAddress) -> common_pb2.PeerInfo:
     return common_pb2.PeerInfo(node_id=peer.node_id, address=peer.address, task=peer.task)
 
 
-def peer_from_proto(msg: common_pb2.PeerInfo) -> PeerInfo:
-    return PeerInfo(
+def peer_from_proto(msg: common_pb2.PeerInfo) -> PeerAddress:
+    return PeerAddress(
         node_id=_short(msg.node_id, "peer node_id"),
         address=_short(msg.address, "peer address"),
         task=_short(msg.task, "peer task"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from solora_node.net.reasons import Reason
-from solora_node.net.store import Hello
+from solora_node.protocol.messages import Hello
+from solora_node.protocol.reasons import Reason
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 from solora_node.config import NetworkSection, TopologySection
 
-PROTOCOL_VERSION = 1
-
 # Codec bounds: a header describes at most this many tensors of at most this
 # many dimensions, so a hostile header cannot make us loop or allocate much.
 MAX_HEADER_BYTES = 1 << 20

@@ -11,8 +11,8 @@ import logging
 from collections import Counter
 from typing import Literal, Protocol
 
-from solora_node.net.reasons import Reason
-from solora_node.net.store import ExchangeResult
+from solora_node.protocol.messages import ExchangeResult
+from solora_node.protocol.reasons import Reason
 
 log = logging.getLogger("solora_node.net")
 

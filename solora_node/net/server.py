@@ -16,10 +16,11 @@ from solora_node.net.convert import hello_from_proto, hello_to_proto, status_to_
 from solora_node.net.handshake import Verdict, check_hello
 from solora_node.net.limits import WireLimits, server_options
 from solora_node.net.observe import NullObserver, RefusalLog, WireObserver
-from solora_node.net.reasons import Reason, WireError
+from solora_node.net.port import BlockStore
 from solora_node.net.security import TlsMaterial, peer_certified_id
 from solora_node.net.session import ExchangeSession, SessionAborted
-from solora_node.net.store import BlockStore, PeerContext
+from solora_node.protocol.messages import PeerContext
+from solora_node.protocol.reasons import Reason, WireError
 
 log = logging.getLogger("solora_node.net.server")
 

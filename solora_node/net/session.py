@@ -19,20 +19,21 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from solora_node._proto import exchange_pb2
-from solora_node.adapter.payload import BlockDelta, MaskRecord
 from solora_node.net.chunks import Reassembler, chunk_count, split
 from solora_node.net.codec import checksum, decode_delta, decode_mask, encode_delta, encode_mask
 from solora_node.net.convert import descriptor_from_proto, descriptor_to_proto, offer_from_proto
 from solora_node.net.limits import WireLimits
 from solora_node.net.observe import RefusalLog, WireObserver
-from solora_node.net.reasons import Reason, WireError
-from solora_node.net.store import BlockStore, Descriptor, ExchangeResult, Expectation, PeerContext
+from solora_node.net.port import BlockStore
 from solora_node.net.validate import (
     check_checksum,
     check_offered,
     validate_delta,
     validate_mask,
 )
+from solora_node.protocol.blocks import BlockDelta, MaskRecord
+from solora_node.protocol.messages import Descriptor, ExchangeResult, Expectation, PeerContext
+from solora_node.protocol.reasons import Reason, WireError
 
 T = TypeVar("T")
 Frame = exchange_pb2.Frame
@@ -57,12 +58,14 @@ class SessionAborted(Exception):
 
 
 @dataclass
-class _Outgoing:
+class OutgoingItem:
+    """One encoded item this side offers: its descriptor and the bytes that are chunked."""
+
     descriptor: Descriptor
     data: bytes
 
 
-def encode_items(items: list[BlockDelta | MaskRecord]) -> list[_Outgoing]:
+def encode_items(items: list[BlockDelta | MaskRecord]) -> list[OutgoingItem]:
     """Encode and checksum offered items; item_id is the position (masks come first)."""
     encoded = []
     for item_id, item in enumerate(items):
@@ -85,7 +88,7 @@ def encode_items(items: list[BlockDelta | MaskRecord]) -> list[_Outgoing]:
                 len(data),
                 checksum(data),
             )
-        encoded.append(_Outgoing(d, data))
+        encoded.append(OutgoingItem(d, data))
     return encoded
 
 
@@ -210,7 +213,7 @@ class ExchangeSession:
         self._round = store.hello().round
         self._deadline = time.monotonic() + limits.exchange_deadline_s
         # What we send.
-        self._outgoing: dict[int, _Outgoing] = {}
+        self._outgoing: dict[int, OutgoingItem] = {}
         self._awaiting_ack: set[int] = set()
         self._acked: set[int] = set()
         self._want_seen = False
@@ -278,7 +281,7 @@ class ExchangeSession:
             self._outgoing[outgoing.descriptor.item_id] = outgoing
         return [o.descriptor for o in encoded]
 
-    def _chunk_frames(self, item: _Outgoing) -> Iterator[exchange_pb2.Frame]:
+    def _chunk_frames(self, item: OutgoingItem) -> Iterator[exchange_pb2.Frame]:
         """The frames of one item, built as they are sent (one chunk in memory at a time);
         a test subclass may corrupt or truncate them."""
         total = chunk_count(len(item.data), self.limits.chunk_bytes)

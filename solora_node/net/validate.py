@@ -12,10 +12,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from solora_node.adapter.payload import BlockDelta, MaskRecord, RawTensor
 from solora_node.net.codec import FLOAT_DTYPES, checksum, to_float32
-from solora_node.net.reasons import Reason, WireError
-from solora_node.net.store import Descriptor, Expectation
+from solora_node.protocol.blocks import BlockDelta, MaskRecord, RawTensor
+from solora_node.protocol.messages import Descriptor, Expectation
+from solora_node.protocol.reasons import Reason, WireError
 
 
 def check_offered(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from solora_node.adapter.payload import BlockDelta, BlockVersion, MaskRecord
+from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord
 from solora_node.sim.wire import WireCounter
 
 

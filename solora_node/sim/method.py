@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from solora_node.adapter.payload import BlockDelta, MaskRecord
 from solora_node.aggregate import Block, aggregate_blocks
 from solora_node.config import TrainSection
 from solora_node.data.examples import TaskData
 from solora_node.model import LoadedModel
+from solora_node.protocol.blocks import BlockDelta, MaskRecord
 from solora_node.sim.config import SimConfig
 from solora_node.sim.devices import Device
 from solora_node.sim.evaluation import DeviceEval

@@ -6,8 +6,8 @@ encoded size), so the count equals what the codec would put on the wire message 
 
 from __future__ import annotations
 
-from solora_node.adapter.payload import BlockDelta, MaskRecord
 from solora_node.benchmarks.payload import payload_bytes
+from solora_node.protocol.blocks import BlockDelta, MaskRecord
 
 
 class WireCounter:

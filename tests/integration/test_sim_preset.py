@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model
 
-from solora_node.adapter.payload import BlockDelta, BlockVersion, RawTensor
 from solora_node.model import tiny_model
 from solora_node.net.codec import encode_delta
+from solora_node.protocol.blocks import BlockDelta, BlockVersion, RawTensor
 from solora_node.sim.config import PRESETS
 
 

@@ -16,9 +16,7 @@ from solora_node._proto import handshake_pb2, service_pb2_grpc
 from solora_node.cli import main as cli_main
 from solora_node.config import ConfigError, NetworkSection, load_config
 from solora_node.net.client import HandshakeOutcome, PeerClient
-from solora_node.net.memory import InMemoryStore, random_mask, synthetic_delta
 from solora_node.net.observe import CountingObserver
-from solora_node.net.reasons import Reason
 from solora_node.net.security import (
     CertError,
     TlsMaterial,
@@ -29,6 +27,9 @@ from solora_node.net.security import (
     load_tls_dir,
 )
 from solora_node.net.server import PeerServer
+from solora_node.protocol.reasons import Reason
+from solora_node.testing.memory_store import InMemoryStore
+from solora_node.testing.workload import random_mask, synthetic_delta
 
 T = TypeVar("T")
 LAYOUT = {"l0": (16, 8)}

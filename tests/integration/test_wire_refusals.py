@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import grpc
@@ -18,17 +17,18 @@ import numpy as np
 import pytest
 
 from solora_node._proto import exchange_pb2, service_pb2_grpc
-from solora_node.adapter.payload import BlockDelta
 from solora_node.net.client import PeerClient
 from solora_node.net.codec import checksum, encode_delta, from_float32
 from solora_node.net.convert import descriptor_to_proto, hello_to_proto
 from solora_node.net.limits import WireLimits
-from solora_node.net.memory import InMemoryStore, random_mask, synthetic_delta
 from solora_node.net.observe import CountingObserver
-from solora_node.net.reasons import Reason
 from solora_node.net.server import PeerServer
-from solora_node.net.session import ExchangeSession, _Outgoing
-from solora_node.net.store import Descriptor, ExchangeResult
+from solora_node.protocol.blocks import BlockDelta
+from solora_node.protocol.messages import Descriptor, ExchangeResult
+from solora_node.protocol.reasons import Reason
+from solora_node.testing.memory_store import InMemoryStore
+from solora_node.testing.workload import random_mask, synthetic_delta
+from tests.support.faults import Fault, faulty_session
 
 T = TypeVar("T")
 TASK = "arithmetic"
@@ -36,52 +36,6 @@ LAYOUT = {"model.layers.0.q_proj": (512, 8), "model.layers.0.v_proj": (64, 8)}
 MASK = random_mask(TASK, LAYOUT, 1.0, seed=1)  # dense: 4608 values, 9 KiB in fp16
 OLD_MASK = random_mask(TASK, LAYOUT, 0.5, seed=2)
 SMALL_CHUNKS = WireLimits(chunk_bytes=4096, max_message_bytes=8192)
-
-
-class Fault(enum.Enum):
-    CORRUPT_CHUNK = "flip one byte of the first chunk (the checksum was taken before)"
-    GARBAGE = "offer and send random bytes with a matching checksum"
-    OVERSIZED_CHUNK = "send a whole item as one message"
-    EARLY_DONE = "send the first chunk, then say done"
-    STALL = "send the first chunk, then go quiet"
-
-
-class FaultySession(ExchangeSession):
-    fault: Fault
-
-    async def _prepare_offer(self) -> list[Descriptor]:
-        descriptors = await super()._prepare_offer()
-        if self.fault is not Fault.GARBAGE:
-            return descriptors
-        garbage = np.random.default_rng(0).bytes(3000)
-        for item_id, item in list(self._outgoing.items()):
-            d = dataclasses.replace(item.descriptor, nbytes=len(garbage), sha256=checksum(garbage))
-            self._outgoing[item_id] = _Outgoing(d, garbage)
-        return [o.descriptor for o in self._outgoing.values()]
-
-    def _chunk_frames(self, item: _Outgoing) -> Iterator[exchange_pb2.Frame]:
-        frames = list(super()._chunk_frames(item))
-        if self.fault is Fault.CORRUPT_CHUNK:
-            data = bytearray(frames[0].chunk.data)
-            data[len(data) // 2] ^= 0xFF
-            frames[0].chunk.data = bytes(data)
-        elif self.fault is Fault.OVERSIZED_CHUNK:
-            whole = exchange_pb2.Chunk(
-                item_id=item.descriptor.item_id, index=0, total=1, data=item.data
-            )
-            frames = [self._frame(chunk=whole)]
-        elif self.fault in (Fault.EARLY_DONE, Fault.STALL):
-            frames = frames[:1]
-        return iter(frames)
-
-    async def _send_wanted(self, wanted: list[int]) -> None:
-        if self.fault is not Fault.STALL:
-            await super()._send_wanted(wanted)
-            return
-        for item_id in wanted:
-            for frame in self._chunk_frames(self._outgoing[item_id]):
-                await self._outbox.data(frame, frame.ByteSize())
-        await asyncio.sleep(30)  # cancelled when the receiver gives up
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
@@ -141,8 +95,7 @@ def exchange(
         await server.start()
         client = PeerClient(sender, tls=None, limits=client_limits)
         if fault is not None:
-            faulty: type[ExchangeSession] = type("Faulty", (FaultySession,), {"fault": fault})
-            client.session_class = faulty
+            client.session_class = faulty_session(fault)
         try:
             return await client.exchange(server.address, "hub")
         finally:
@@ -230,7 +183,7 @@ def test_declared_size_above_limit_is_refused_before_transfer() -> None:
 
 def test_oversized_message_breaks_the_stream_and_nothing_is_applied() -> None:
     outcome = exchange(
-        sender_store(good_block()), fault=Fault.OVERSIZED_CHUNK, client_limits=WireLimits()
+        sender_store(good_block()), fault=Fault.OVERSIZED_MESSAGE, client_limits=WireLimits()
     )
     assert outcome.result.reason in (Reason.TOO_LARGE, Reason.UNAVAILABLE), outcome.result
     # gRPC drops the message before our code sees it; the receiver counts the item it lost.

@@ -1,35 +1,34 @@
 """Fault-injection tools for end-to-end tests against real `solora-node run` processes.
 
-A hostile or broken peer is the real client (PeerClient + ExchangeSession) with one fault
-injected by subclassing the session, never a mock of the network: what reaches the node
-went through real TLS, real gRPC and the node's own validation.
+A hostile or broken peer is the real client with one fault injected by the session of
+tests/support/faults.py, never a mock of the network: what reaches the node went through
+real TLS, real gRPC and the node's own validation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import json
 import os
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from solora_node._proto import exchange_pb2
 from solora_node.adapter import masks as mask_ops
-from solora_node.adapter.payload import BlockDelta, MaskRecord, RawTensor
 from solora_node.net.client import PeerClient
-from solora_node.net.codec import checksum, from_float32
+from solora_node.net.codec import from_float32
 from solora_node.net.limits import WireLimits
-from solora_node.net.memory import InMemoryStore, synthetic_delta
 from solora_node.net.security import TlsMaterial
-from solora_node.net.session import ExchangeSession, _Outgoing
-from solora_node.net.store import Descriptor, ExchangeResult
+from solora_node.protocol.blocks import BlockDelta, MaskRecord, RawTensor
+from solora_node.protocol.messages import ExchangeResult
 from solora_node.store import CheckpointStore
+from solora_node.testing.memory_store import InMemoryStore
+from solora_node.testing.workload import synthetic_delta
+from tests.support.faults import Fault, faulty_session
 
 T = TypeVar("T")
 Layout = dict[str, tuple[int, int]]
@@ -106,81 +105,6 @@ def first_layer_size(block: BlockDelta) -> int:
     return int(block.layers[sorted(block.layers)[0]].shape[0])
 
 
-class Fault(enum.Enum):
-    """What a hostile session does to the delta items it sends (masks go through intact)."""
-
-    NONE = "send as the protocol says"
-    CORRUPT_CHUNK = "flip one byte of the first chunk after the checksum was taken"
-    GARBAGE = "offer and send random bytes with a matching checksum"
-    INFLATED_SIZE = "declare a size above the receiver's limit"
-    OVERSIZED_MESSAGE = "send a whole item as one message above the gRPC message limit"
-    DUPLICATE_CHUNK = "send the first chunk twice"
-    EARLY_DONE = "send the first chunk, then say done"
-    STALL = "send the first chunk, then go quiet"
-
-
-class HostileSession(ExchangeSession):
-    fault: Fault = Fault.NONE
-    stall_s: float = 30.0
-
-    async def _prepare_offer(self) -> list[Descriptor]:
-        descriptors = await super()._prepare_offer()
-        if self.fault not in (Fault.GARBAGE, Fault.INFLATED_SIZE):
-            return descriptors
-        garbage = np.random.default_rng(0).bytes(3000)
-        for item_id, item in list(self._outgoing.items()):
-            if item.descriptor.kind != "delta":
-                continue
-            if self.fault is Fault.GARBAGE:
-                d = dataclasses.replace(
-                    item.descriptor, nbytes=len(garbage), sha256=checksum(garbage)
-                )
-                self._outgoing[item_id] = _Outgoing(d, garbage)
-            else:
-                d = dataclasses.replace(item.descriptor, nbytes=1 << 40)
-                self._outgoing[item_id] = _Outgoing(d, item.data)
-        return [o.descriptor for o in self._outgoing.values()]
-
-    def _chunk_frames(self, item: _Outgoing) -> Iterator[exchange_pb2.Frame]:
-        frames = list(super()._chunk_frames(item))
-        if item.descriptor.kind != "delta":
-            return iter(frames)
-        if self.fault is Fault.CORRUPT_CHUNK:
-            data = bytearray(frames[0].chunk.data)
-            data[len(data) // 2] ^= 0xFF
-            frames[0].chunk.data = bytes(data)
-        elif self.fault is Fault.OVERSIZED_MESSAGE:
-            # Padding makes the single message larger than any max_message_bytes we set.
-            whole = exchange_pb2.Chunk(
-                item_id=item.descriptor.item_id,
-                index=0,
-                total=1,
-                data=item.data + b"\0" * (1 << 20),
-            )
-            frames = [self._frame(chunk=whole)]
-        elif self.fault is Fault.DUPLICATE_CHUNK:
-            frames = [frames[0], *frames]
-        elif self.fault in (Fault.EARLY_DONE, Fault.STALL):
-            frames = frames[:1]
-        return iter(frames)
-
-    async def _send_wanted(self, wanted: list[int]) -> None:
-        if self.fault is not Fault.STALL:
-            await super()._send_wanted(wanted)
-            return
-        for item_id in wanted:
-            for frame in self._chunk_frames(self._outgoing[item_id]):
-                await self._outbox.data(frame, frame.ByteSize())
-        await asyncio.sleep(self.stall_s)  # cancelled when the receiver gives up
-
-
-class StallingSession(ExchangeSession):
-    """A peer that passed the handshake and then never says anything (a hung process)."""
-
-    async def _exchange(self, writer: asyncio.Task[None]) -> None:
-        await asyncio.sleep(3600)
-
-
 def hostile_store(
     facts: TargetFacts,
     *,
@@ -217,7 +141,7 @@ def exchange_with(
         client = PeerClient(
             store, tls=tls, limits=limits or WireLimits(chunk_bytes=4096, max_message_bytes=4 << 20)
         )
-        client.session_class = type("Hostile", (HostileSession,), {"fault": fault})
+        client.session_class = faulty_session(fault)
         try:
             return await client.exchange(address, expected_node_id=target_id)
         finally:

@@ -16,9 +16,9 @@ from pathlib import Path
 from solora_node.net import server as server_module
 from solora_node.net.client import PeerClient
 from solora_node.net.limits import WireLimits
-from solora_node.net.memory import InMemoryStore
 from solora_node.net.security import load_tls_dir
-from tests.reliability.hostile import StallingSession
+from solora_node.testing.memory_store import InMemoryStore
+from tests.support.faults import StallingSession
 
 
 async def serve(spec: dict[str, object]) -> None:

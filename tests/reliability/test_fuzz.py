@@ -25,8 +25,8 @@ from solora_node.config import ConfigError, NodeConfig, load_config
 from solora_node.net.chunks import Reassembler, split
 from solora_node.net.codec import decode_delta, decode_item, decode_mask, encode_delta, encode_mask
 from solora_node.net.convert import descriptor_from_proto, hello_from_proto, offer_from_proto
-from solora_node.net.memory import random_mask, synthetic_delta
-from solora_node.net.reasons import WireError
+from solora_node.protocol.reasons import WireError
+from solora_node.testing.workload import random_mask, synthetic_delta
 
 settings.register_profile("fuzz-ci", max_examples=150, deadline=None)
 settings.register_profile("fuzz-long", max_examples=5000, deadline=None)

@@ -21,18 +21,16 @@ import pytest
 import torch
 
 from solora_node._proto import exchange_pb2, handshake_pb2, service_pb2_grpc
-from solora_node.adapter.payload import BlockDelta, MaskRecord
 from solora_node.net.client import PeerClient
 from solora_node.net.convert import hello_to_proto
 from solora_node.net.limits import WireLimits
-from solora_node.net.memory import random_mask
-from solora_node.net.reasons import Reason
 from solora_node.net.security import TlsMaterial, init_ca, issue_node_cert, load_tls_dir
+from solora_node.protocol.blocks import BlockDelta, MaskRecord
+from solora_node.protocol.reasons import Reason
 from solora_node.testbed.local import LocalFederation, NodeSpec
+from solora_node.testing.workload import random_mask
 from tests.integration.federation import TINY_BASE, scrape, wait_until
 from tests.reliability.hostile import (
-    Fault,
-    HostileSession,
     TargetFacts,
     adapter_mask,
     block_under,
@@ -46,6 +44,7 @@ from tests.reliability.hostile import (
     target_facts,
     with_layer,
 )
+from tests.support.faults import Fault, faulty_session
 
 pytestmark = pytest.mark.slow
 TARGET = "t1"
@@ -331,7 +330,7 @@ def test_an_exchange_that_does_not_start_with_a_hello_is_a_protocol_error(target
             hostile_store(target.facts, node_id="mallory", task=FOREIGN), tls=target.mallory
         )
         try:
-            call = client._stub(target.address, TARGET).Exchange()
+            call = client.stub(target.address, TARGET).Exchange()
             await call.write(exchange_pb2.Frame(chunk=exchange_pb2.Chunk(data=b"\0" * 100)))
             frame: exchange_pb2.Frame = await call.read()
             call.cancel()
@@ -370,13 +369,11 @@ def test_a_flood_of_handshakes_and_streams_is_bounded_and_the_node_keeps_going(
                 blocks=[block_under(mask, round_=next(_versions), origin=f"m{i}")],
             )
             c = PeerClient(store, tls=target.mallory, limits=ATTACKER_LIMITS)
-            c.session_class = type(
-                "Staller", (HostileSession,), {"fault": Fault.STALL, "stall_s": 8.0}
-            )
+            c.session_class = faulty_session(Fault.STALL, stall_s=8.0)
             stallers.append(c)
         started = time.monotonic()
         try:
-            stub = client._stub(target.address, TARGET)
+            stub = client.stub(target.address, TARGET)
             streams = asyncio.gather(*(c.exchange(target.address, TARGET) for c in stallers))
             replies = await asyncio.gather(
                 *(stub.Handshake(hello, timeout=20) for _ in range(400)), return_exceptions=True

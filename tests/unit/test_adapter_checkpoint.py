@@ -15,7 +15,7 @@ from solora_node.adapter.checkpoint import CheckpointError, load_checkpoint, sav
 from solora_node.adapter.prompts import prompt_batch, prompt_batches
 from solora_node.config import FederationSection
 from tests.unit.test_adapter_helpers import TASKS, tiny_federation
-from tests.unit.test_adapter_routing import _prompts
+from tests.unit.test_adapter_routing import routing_prompts
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
             so, task, {n: torch.randn(s, generator=generator) for n, s in shapes.items()}
         )
         so.codes[task] = compute_codes(
-            so, prompt_batches(loaded.tokenizer, _prompts(task, 16, rng))
+            so, prompt_batches(loaded.tokenizer, routing_prompts(task, 16, rng))
         )
     folder = tmp_path_factory.mktemp("ckpt") / "adapter"
     save_checkpoint(so, folder, base_model="tiny", federation_id="fed-test")

@@ -56,7 +56,7 @@ FRENCH = [
 ]
 
 
-def _prompts(task: str, count: int, rng: random.Random) -> list[str]:
+def routing_prompts(task: str, count: int, rng: random.Random) -> list[str]:
     if task == "arith":
         return [f"What is {rng.randint(0, 99)} + {rng.randint(0, 99)}?" for _ in range(count)]
     if task == "lang":
@@ -72,8 +72,8 @@ def test_auto_routing_picks_the_right_expert_on_held_out_prompts() -> None:
     loaded, so = tiny_federation()
     rng = random.Random(0)
     for task in TASKS:  # each node computes its task's code on its own local data
-        so.codes[task] = task_codes(so, loaded.tokenizer, _prompts(task, 24, rng), 12)
-    held_out = {task: _prompts(task, 12, random.Random(1)) for task in TASKS}
+        so.codes[task] = task_codes(so, loaded.tokenizer, routing_prompts(task, 24, rng), 12)
+    held_out = {task: routing_prompts(task, 12, random.Random(1)) for task in TASKS}
     so.use_task("rev")  # routing must not depend on the gate the model is in
     for index, task in enumerate(TASKS):
         weights = route(so, prompt_batch(loaded.tokenizer, held_out[task]), top1=True)

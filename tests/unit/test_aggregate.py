@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from solora_node.adapter.payload import BlockVersion
 from solora_node.aggregate import (
     TaskMismatchError,
     aggregate_blocks,
@@ -20,6 +19,7 @@ from solora_node.aggregate import (
     trimmed_mean,
 )
 from solora_node.net.topology import Member, consensus_distance, plan_topology
+from solora_node.protocol.blocks import BlockVersion
 
 
 def block(*values: float, scale: float = 1.0) -> dict[str, torch.Tensor]:

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from solora_node.adapter.payload import WIRE_DTYPES, BlockDelta, BlockVersion, MaskRecord, RawTensor
 from solora_node.net.chunks import Reassembler, chunk_count, split
 from solora_node.net.codec import (
     MAGIC,
@@ -24,9 +23,10 @@ from solora_node.net.codec import (
     from_float32,
     to_float32,
 )
-from solora_node.net.memory import default_round_layout, random_mask, synthetic_delta
-from solora_node.net.reasons import Reason, WireError
 from solora_node.net.validate import check_checksum
+from solora_node.protocol.blocks import WIRE_DTYPES, BlockDelta, BlockVersion, MaskRecord, RawTensor
+from solora_node.protocol.reasons import Reason, WireError
+from solora_node.testing.workload import default_round_layout, random_mask, synthetic_delta
 
 VALUE_DTYPES = ["float32", "bfloat16", "float16", "int8"]
 

@@ -8,11 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from solora_node.adapter.payload import BlockDelta, BlockVersion, RawTensor
 from solora_node.net.codec import checksum, encode_delta, encode_mask, from_float32
-from solora_node.net.memory import random_mask, synthetic_delta
-from solora_node.net.reasons import Reason, WireError
-from solora_node.net.store import Descriptor
 from solora_node.net.validate import (
     block_norm,
     check_offered,
@@ -21,6 +17,10 @@ from solora_node.net.validate import (
     validate_delta,
     validate_mask,
 )
+from solora_node.protocol.blocks import BlockDelta, BlockVersion, RawTensor
+from solora_node.protocol.messages import Descriptor
+from solora_node.protocol.reasons import Reason, WireError
+from solora_node.testing.workload import random_mask, synthetic_delta
 
 LAYOUT = {"l0": (32, 8), "l1": (16, 8)}
 MASK = random_mask("arithmetic", LAYOUT, 0.25, seed=3)

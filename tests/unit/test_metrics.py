@@ -78,7 +78,7 @@ def test_registries_are_private() -> None:
 
 
 def test_reason_labels_match_the_wire_vocabulary() -> None:
-    reasons = pytest.importorskip("solora_node.net.reasons")
+    reasons = pytest.importorskip("solora_node.protocol.reasons")
     wire = {r.value for r in reasons.Reason if r.value != "ok"}
     assert wire == set(REASONS) - {OTHER}
     metrics = NodeMetrics()

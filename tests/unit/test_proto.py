@@ -6,7 +6,6 @@ import filecmp
 from pathlib import Path
 
 from solora_node._proto import common_pb2
-from solora_node.adapter.payload import BlockVersion
 from solora_node.net import protogen
 from solora_node.net.convert import (
     hello_from_proto,
@@ -14,15 +13,16 @@ from solora_node.net.convert import (
     status_from_proto,
     status_to_proto,
 )
-from solora_node.net.reasons import Reason
-from solora_node.net.store import (
+from solora_node.protocol.blocks import BlockVersion
+from solora_node.protocol.messages import (
     ExchangeResult,
     HeldBlock,
     Hello,
     NeighbourStatus,
     NodeStatus,
-    PeerInfo,
+    PeerAddress,
 )
+from solora_node.protocol.reasons import Reason
 
 
 def test_generated_code_is_not_stale(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_hello_round_trip() -> None:
         address="10.0.0.1:7070",
         round=12,
         held=(HeldBlock(BlockVersion("topic", 11, "n2"), "m1"),),
-        peers=(PeerInfo("n2", "10.0.0.2:7070", "topic"),),
+        peers=(PeerAddress("n2", "10.0.0.2:7070", "topic"),),
     )
     assert hello_from_proto(hello_to_proto(hello)) == hello
 
@@ -74,7 +74,7 @@ def test_status_round_trip() -> None:
         round=3,
         federation_id="fed",
         cluster="arithmetic",
-        neighbours=(NeighbourStatus(PeerInfo("n2", "h:1", "topic"), "alive", "bridge", 2),),
+        neighbours=(NeighbourStatus(PeerAddress("n2", "h:1", "topic"), "alive", "bridge", 2),),
         last_exchanges=(
             ExchangeResult(
                 peer="n2",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from solora_node.adapter.payload import BlockDelta, BlockVersion
 from solora_node.adapter.tensors import encode_values
 from solora_node.net.codec import encode_delta
 from solora_node.net.topology import Graph
+from solora_node.protocol.blocks import BlockDelta, BlockVersion
 from solora_node.sim.config import PRESETS, SimConfig, SimConfigError, from_mapping
 from solora_node.sim.exchange import Mailbox, exchange, newer
 from solora_node.sim.topology import SimTopology, build_topology

@@ -1,28 +1,27 @@
-"""What the transport needs from a node: the `BlockStore` protocol and the plain types it uses.
+"""Handshakes, offers, exchange outcomes and node status: what nodes say to each other.
 
-The gRPC server and client are generic: they ask the store what to say in a
-handshake, what to offer, what to want, what a valid block looks like, and
-hand it validated blocks. The node daemon implements `BlockStore`;
-solora_node.net.memory has an in-memory one for tests and benchmarks.
-All methods are called on the asyncio event loop and must return quickly.
+Plain frozen dataclasses that know nothing of gRPC or torch; net/convert.py maps
+them to and from the protobuf messages of protos/solora/v1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
-from solora_node.adapter.payload import BlockDelta, BlockVersion, MaskRecord
-from solora_node.net.limits import PROTOCOL_VERSION
-from solora_node.net.reasons import Reason
+from solora_node.protocol.blocks import BlockVersion
+from solora_node.protocol.reasons import Reason
+
+# Bumped when a change to protos/solora/v1 breaks older peers; checked in every handshake.
+PROTOCOL_VERSION = 1
 
 ItemKind = Literal["delta", "mask"]
 
 
 @dataclass(frozen=True)
-class PeerInfo:
-    """A node another node can dial (peer exchange, status)."""
+class PeerAddress:
+    """A node another node can dial (peer exchange, status): id, HOST:PORT and task."""
 
     node_id: str
     address: str
@@ -48,7 +47,7 @@ class Hello:
     address: str = ""
     round: int = 0
     held: tuple[HeldBlock, ...] = ()
-    peers: tuple[PeerInfo, ...] = ()
+    peers: tuple[PeerAddress, ...] = ()
     protocol_version: int = PROTOCOL_VERSION
 
 
@@ -114,7 +113,7 @@ class ExchangeResult:
 
 @dataclass(frozen=True)
 class NeighbourStatus:
-    peer: PeerInfo
+    peer: PeerAddress
     state: str = "alive"
     role: str = "cluster"
     last_round: int = 0
@@ -142,46 +141,3 @@ class PeerContext:
     hello: Hello
     certified_id: str | None  # CN of its certificate; None on an insecure link
     address: str = ""
-
-
-class BlockStore(Protocol):
-    """The node side of the wire. Implemented by the daemon; see net.memory for a reference."""
-
-    def hello(self) -> Hello:
-        """This node's handshake: identity, round, held versions, known peers."""
-        ...
-
-    def observe_peer(self, peer: PeerContext) -> None:
-        """Called with every accepted peer hello, in both directions (peer exchange, liveness)."""
-        ...
-
-    def offer(self, peer: PeerContext) -> Sequence[BlockDelta]:
-        """Blocks this node would send to that peer now (its held versions are in peer.hello)."""
-        ...
-
-    def mask(self, mask_id: str) -> MaskRecord | None:
-        """The mask record to send along with offered blocks, if this node has it."""
-        ...
-
-    def wants(self, peer: PeerContext, offered: Sequence[Descriptor]) -> Collection[int]:
-        """item_ids of the offered items this node lacks and would take (masks included)."""
-        ...
-
-    def expectation(self, task: str, mask_id: str) -> Expectation | Reason:
-        """Shapes for a block of `task` under `mask_id`, or why such a block is refused
-        (UNKNOWN_TASK, MASK_MISMATCH, MASK_UNKNOWN)."""
-        ...
-
-    def mask_shapes(self, task: str) -> Mapping[str, tuple[int, int]] | None:
-        """Per layer, the dense (d_out, r) shape a mask of `task` covers; None if unknown task."""
-        ...
-
-    def accept_delta(self, delta: BlockDelta, peer: PeerContext) -> Reason:
-        """Take a validated block (OK) or refuse it by policy (REFUSED_BY_STORE, ...)."""
-        ...
-
-    def accept_mask(self, mask: MaskRecord, peer: PeerContext) -> Reason:
-        """Take a validated mask record."""
-        ...
-
-    def status(self) -> NodeStatus: ...

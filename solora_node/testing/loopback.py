@@ -26,9 +26,10 @@ from typing import Any
 import grpc
 
 from solora_node.net.limits import WireLimits
-from solora_node.net.memory import InMemoryStore, random_mask, synthetic_delta
 from solora_node.net.security import load_tls_dir
 from solora_node.net.server import PeerServer
+from solora_node.testing.memory_store import InMemoryStore
+from solora_node.testing.workload import random_mask, synthetic_delta
 
 Spec = dict[str, Any]
 
@@ -156,7 +157,7 @@ class LoopbackPeer:
     def start(self) -> LoopbackPeer:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "solora_node.net._child", json.dumps(self.spec)],
+            [sys.executable, "-m", "solora_node.testing.loopback", json.dumps(self.spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -203,3 +204,7 @@ class LoopbackPeer:
 def main(argv: list[str]) -> int:
     asyncio.run(_serve(json.loads(argv[0])))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""An in-memory BlockStore and synthetic blocks: the reference store for tests and benchmarks.
+"""An in-memory BlockStore: the reference store of the wire's tests and of `bench net`.
 
 It keeps every block version it receives and offers every version a peer does
 not announce, which is enough to show what the transport does; the daemon's
@@ -8,15 +8,11 @@ store adds the method's policy (clusters, staleness, aggregation).
 from __future__ import annotations
 
 import collections
-import hashlib
 from collections.abc import Collection, Mapping, Sequence
 
-import numpy as np
-
-from solora_node.adapter.payload import BlockDelta, BlockVersion, MaskRecord, RawTensor
-from solora_node.net.codec import from_float32
-from solora_node.net.reasons import Reason
-from solora_node.net.store import (
+from solora_node.net.validate import expectation_from_mask
+from solora_node.protocol.blocks import BlockDelta, MaskRecord
+from solora_node.protocol.messages import (
     Descriptor,
     ExchangeResult,
     Expectation,
@@ -24,71 +20,13 @@ from solora_node.net.store import (
     Hello,
     NeighbourStatus,
     NodeStatus,
+    PeerAddress,
     PeerContext,
-    PeerInfo,
 )
-from solora_node.net.validate import expectation_from_mask
+from solora_node.protocol.reasons import Reason
+from solora_node.testing.workload import Layout
 
-Layout = Mapping[str, tuple[int, int]]  # layer -> dense (d_out, r) of B
 VersionKey = tuple[str, int, str]  # (task, round, origin)
-
-
-def default_round_layout(layers: int = 30, rank: int = 8) -> dict[str, tuple[int, int]]:
-    """B shapes of the default model (SmolLM2-135M): q_proj 576->576, v_proj 576->192."""
-    layout: dict[str, tuple[int, int]] = {}
-    for i in range(layers):
-        layout[f"model.layers.{i}.self_attn.q_proj"] = (576, rank)
-        layout[f"model.layers.{i}.self_attn.v_proj"] = (192, rank)
-    return layout
-
-
-def random_mask(task: str, layout: Layout, density: float, seed: int) -> MaskRecord:
-    """A seeded mask keeping round(density * d_out * r) entries per layer."""
-    rng = np.random.default_rng(seed)
-    layers: dict[str, RawTensor] = {}
-    digest = hashlib.sha256(task.encode())
-    for name, (rows, cols) in layout.items():
-        size = rows * cols
-        keep = max(1, round(density * size))
-        bits = np.zeros(size, dtype=np.uint8)
-        bits[rng.choice(size, size=keep, replace=False)] = 1
-        packed = np.packbits(bits, bitorder="big")
-        layers[name] = RawTensor(dtype="uint8", shape=(packed.size,), data=packed.tobytes())
-        digest.update(name.encode())
-        digest.update(packed.tobytes())
-    return MaskRecord(
-        task=task, mask_id=digest.hexdigest()[:16], layers=layers, shapes=dict(layout)
-    )
-
-
-def synthetic_delta(
-    mask: MaskRecord,
-    *,
-    round_: int,
-    origin: str,
-    encoding: str = "float16",
-    seed: int = 0,
-    scale: float = 0.01,
-    codes: Mapping[str, tuple[int, ...]] | None = None,
-) -> BlockDelta:
-    """Random values under `mask` (1-d per layer, in mask order)."""
-    rng = np.random.default_rng(seed)
-    layers = {}
-    for name, tensor in mask.layers.items():
-        rows, cols = mask.shapes[name]
-        count = int(np.unpackbits(np.frombuffer(tensor.data, np.uint8), count=rows * cols).sum())
-        layers[name] = from_float32(rng.standard_normal(count, dtype=np.float32) * scale, encoding)
-    code_tensors = {
-        name: from_float32(rng.standard_normal(shape, dtype=np.float32), "float32")
-        for name, shape in (codes or {}).items()
-    }
-    return BlockDelta(
-        version=BlockVersion(task=mask.task, round=round_, origin=origin),
-        mask_id=mask.mask_id,
-        encoding=encoding,
-        layers=layers,
-        codes=code_tensors,
-    )
 
 
 class InMemoryStore:
@@ -121,7 +59,7 @@ class InMemoryStore:
         self.take = take  # False: only give (a benchmark source)
         self.blocks: dict[VersionKey, BlockDelta] = {}
         self.masks: dict[str, MaskRecord] = {}
-        self.peers: dict[str, PeerInfo] = {}
+        self.peers: dict[str, PeerAddress] = {}
         self.exchanges: collections.deque[ExchangeResult] = collections.deque(maxlen=16)
         self.received: list[BlockDelta] = []
         # Counting a mask's bits is not free: once per (task, mask_id).
@@ -156,7 +94,7 @@ class InMemoryStore:
 
     def observe_peer(self, peer: PeerContext) -> None:
         h = peer.hello
-        self.peers[h.node_id] = PeerInfo(node_id=h.node_id, address=h.address, task=h.task)
+        self.peers[h.node_id] = PeerAddress(node_id=h.node_id, address=h.address, task=h.task)
 
     def offer(self, peer: PeerContext) -> Sequence[BlockDelta]:
         theirs = {(h.version.task, h.version.round, h.version.origin) for h in peer.hello.held}
