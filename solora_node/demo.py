@@ -171,15 +171,16 @@ def lora_bytes_per_exchange(model: str, rank: int) -> int:
     import torch
 
     from solora_node.adapter import BlockVersion, target_layers
-    from solora_node.benchmarks.payload import lora_delta, payload_bytes
+    from solora_node.adapter.baselines import lora_delta
     from solora_node.config import FederationSection, ModelSection
     from solora_node.model import load_base_model
+    from solora_node.net.codec import encoded_size
 
     loaded = load_base_model(model, ModelSection().cache_dir)
     shapes = target_layers(loaded.model, tuple(FederationSection().target_modules))
     a = {name: torch.zeros(rank, d_in) for name, (_, d_in) in shapes.items()}
     b = {name: torch.zeros(d_out, rank) for name, (d_out, _) in shapes.items()}
-    return payload_bytes(lora_delta(BlockVersion("lora", 1, "demo"), a, b))
+    return encoded_size(lora_delta(BlockVersion("lora", 1, "demo"), a, b))
 
 
 def run_demo(plan: DemoPlan, log: Any = sys.stderr) -> dict[str, Any]:

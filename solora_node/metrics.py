@@ -1,4 +1,4 @@
-"""Prometheus metrics of one node (DESIGN.md §4.3) and the /metrics HTTP endpoint.
+"""Prometheus metrics of one node (listed in docs/operations.md) and the /metrics HTTP endpoint.
 
 Each `NodeMetrics` owns a private CollectorRegistry, never the global one:
 several nodes can live in one process (tests, the in-process simulator).

@@ -1,4 +1,4 @@
-"""Sparse-and-orthogonal LoRA (DESIGN §2.1, §2.2, §2.5).
+"""Sparse-and-orthogonal LoRA: the method as docs/method.md describes it.
 
 config (spec.py) / layer (layer.py) / model (model.py) in PEFT's split, plus the pure math
 (projection.py, masks.py, routing.py), data statistics (calibration.py), wire-neutral

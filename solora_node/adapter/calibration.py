@@ -1,5 +1,5 @@
 """Statistics of the adapted layers' inputs over local data, and what is built from them:
-the layer-wise sparse mask (DESIGN §2.2) and the per-task routing codes mu_t (§2.5)."""
+the layer-wise sparse mask and the per-task routing codes mu_t (docs/method.md)."""
 
 from __future__ import annotations
 

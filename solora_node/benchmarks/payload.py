@@ -15,17 +15,13 @@ first block only; `bytes_with_codes` is the size of a delta that carries them an
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from solora_node.adapter import (
-    BlockDelta,
     BlockVersion,
-    MaskRecord,
-    RawTensor,
     SoLoraConfig,
     calibrate,
     extract_block,
@@ -34,61 +30,15 @@ from solora_node.adapter import (
     set_block_tensors,
 )
 from solora_node.adapter import masks as mask_ops
-from solora_node.adapter.tensors import encode_values
+from solora_node.adapter.baselines import LORI_DENSITY, LORI_ENCODING, lora_delta, lori_delta
 from solora_node.config import FederationSection, ModelSection
 from solora_node.model import load_base_model
-
-LORI_DENSITY = 0.1
-LORI_ENCODING = "float16"
+from solora_node.net.codec import encoded_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="default, tiny or a local HF folder")
     parser.add_argument("--cache-dir", type=Path, default=ModelSection().cache_dir)
-
-
-def _wire_bytes(delta: BlockDelta, record: MaskRecord | None = None) -> tuple[int, str]:
-    """Size on the wire with the net codec's framing; raw tensor bytes if it is absent."""
-    try:
-        from solora_node.net.codec import encode_delta, encode_mask
-    except ImportError:
-        raw = delta.nbytes + (sum(t.nbytes for t in record.layers.values()) if record else 0)
-        return raw, "raw tensor bytes"
-    size = len(encode_delta(delta))
-    if record is not None:
-        size += len(encode_mask(record))
-    return size, "solora_node.net.codec"
-
-
-def payload_bytes(delta: BlockDelta, record: MaskRecord | None = None) -> int:
-    """Bytes one message takes on the wire (a delta, plus a mask record when one rides along).
-
-    Shared with `solora-node sim`, so the benchmark and the experiments count alike.
-    """
-    return _wire_bytes(delta, record)[0]
-
-
-def lora_delta(
-    version: BlockVersion, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
-) -> BlockDelta:
-    """Standard LoRA's round payload: A and B of every adapted layer, dense float32."""
-    layers: dict[str, RawTensor] = {}
-    for name in a:
-        layers[f"{name}.lora_A"] = encode_values(a[name], "float32")
-        layers[f"{name}.lora_B"] = encode_values(b[name], "float32")
-    return BlockDelta(version=version, mask_id="", encoding="float32", layers=layers)
-
-
-def lori_delta(
-    version: BlockVersion, b: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
-) -> BlockDelta:
-    """LoRI's round payload: B values under the node's own mask (its bitmap rides separately)."""
-    return BlockDelta(
-        version=version,
-        mask_id=mask_ops.mask_id(masks),
-        encoding=LORI_ENCODING,
-        layers={n: encode_values(b[n][m], LORI_ENCODING) for n, m in masks.items()},
-    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,20 +56,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reset = fed.model_copy(update={"reset_after_calibration": False})
     calibrate(so, task, reset)
     solora = extract_block(so, task, version, fed.wire_dtype, include_codes=False)
-    solora_bytes, framing = _wire_bytes(solora)
+    solora_bytes = encoded_size(solora)
     values = sum(t.numel for t in solora.layers.values())
     so.codes[task] = {n: torch.ones(so.shapes[n][1]) for n in so.code_layers}
-    with_codes, _ = _wire_bytes(extract_block(so, task, version, fed.wire_dtype))
+    with_codes = encoded_size(extract_block(so, task, version, fed.wire_dtype))
 
     lora_a = {n: torch.randn(fed.rank, layer.in_features) for n, layer in so.layers.items()}
     lora = lora_delta(version, lora_a, trained)
     lora_layers = lora.layers
-    lora_bytes, _ = _wire_bytes(lora)
+    lora_bytes = encoded_size(lora)
 
     lori_masks = {n: mask_ops.magnitude_mask(b, LORI_DENSITY) for n, b in trained.items()}
     lori = lori_delta(version, trained, lori_masks)
     so.set_masks(task, lori_masks)
-    lori_bytes, _ = _wire_bytes(lori, mask_record(so, task))
+    lori_bytes = encoded_size(lori, mask_record(so, task))
 
     return {
         "model": args.model,
@@ -131,7 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "wire_dtype": fed.wire_dtype,
             "adapted_layers": len(so.layers),
         },
-        "framing": framing,
+        "framing": "solora_node.net.codec",
         "methods": {
             "lora": {
                 "bytes_per_round": lora_bytes,

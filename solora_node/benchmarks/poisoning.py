@@ -4,7 +4,7 @@ Five devices of one task on a complete graph (one cluster, Metropolis weights 1/
 sim harness's SO-LoRA rounds; device `--poisoner` trains honestly but every block it sends
 arrives scaled (x -scale) or random (scale x the honest RMS). Each aggregation rule runs
 clean and poisoned; the figure is the mean own-task accuracy of the four honest devices.
-The claim checked (issue 8): robust rules (median / trimmed mean, with norm clipping) stay
+The claim checked: robust rules (median / trimmed mean, with norm clipping) stay
 within 2 points of the clean run; plain averaging degrades.
 """
 

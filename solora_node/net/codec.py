@@ -163,6 +163,14 @@ def encode_mask(mask: MaskRecord) -> bytes:
 # ---------------------------------------------------------------- decode
 
 
+def encoded_size(delta: BlockDelta, mask: MaskRecord | None = None) -> int:
+    """Bytes one message takes on the wire: a delta, plus a mask record when one rides along.
+
+    The one byte count of the project: `bench payload`, `sim` and the demo all use it.
+    """
+    return len(encode_delta(delta)) + (len(encode_mask(mask)) if mask is not None else 0)
+
+
 def _malformed(detail: str) -> WireError:
     return WireError(Reason.MALFORMED, detail)
 

@@ -8,7 +8,6 @@ the peer id is passed for logging only.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import Literal, Protocol
 
 from solora_node.protocol.messages import ExchangeResult
@@ -46,29 +45,6 @@ class NullObserver:
 
     def exchange_finished(self, result: ExchangeResult) -> None:
         pass
-
-
-class CountingObserver:
-    """Counts everything in memory: for tests, benchmarks and `status` details."""
-
-    def __init__(self) -> None:
-        self.refused_by_me: Counter[Reason] = Counter()
-        self.refused_by_peer: Counter[Reason] = Counter()
-        self.handshakes_refused: Counter[Reason] = Counter()
-        self.bytes: Counter[tuple[str, str]] = Counter()
-        self.results: list[ExchangeResult] = []
-
-    def item_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None:
-        (self.refused_by_me if by_me else self.refused_by_peer)[reason] += 1
-
-    def handshake_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None:
-        self.handshakes_refused[reason] += 1
-
-    def bytes_moved(self, kind: ByteKind, direction: Direction, nbytes: int) -> None:
-        self.bytes[(kind, direction)] += nbytes
-
-    def exchange_finished(self, result: ExchangeResult) -> None:
-        self.results.append(result)
 
 
 class RefusalLog:

@@ -59,7 +59,7 @@ class SimConfig:
     aggregation: str = "mean"
     clip_norm: float = 0.0  # L2 bound on each neighbour block's difference to own; 0 = off
     trim_fraction: float = 0.2
-    # Devices (indices in device order) whose same-task blocks arrive poisoned (issue 8).
+    # Devices (indices in device order) whose same-task blocks arrive poisoned.
     poisoners: tuple[int, ...] = ()
     poison: str = "scaled"  # scaled | random (sim/poison.py)
     poison_scale: float = 50.0

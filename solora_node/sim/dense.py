@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from solora_node.adapter.baselines import lora_delta
 from solora_node.adapter.tensors import decode_values
 from solora_node.aggregate import Block
-from solora_node.benchmarks.payload import lora_delta
 from solora_node.protocol.blocks import BlockDelta, BlockVersion
 from solora_node.sim.evaluation import DeviceEval, evaluate_all
 from solora_node.sim.method import RunContext, SimMethod

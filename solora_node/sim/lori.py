@@ -17,9 +17,9 @@ from solora_node.adapter import (
     set_block_tensors,
 )
 from solora_node.adapter import masks as mask_ops
+from solora_node.adapter.baselines import LORI_DENSITY, lori_delta
 from solora_node.adapter.tensors import decode_values
 from solora_node.aggregate import Block
-from solora_node.benchmarks.payload import LORI_DENSITY, lori_delta
 from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord
 from solora_node.sim.evaluation import DeviceEval, evaluate_all
 from solora_node.sim.exchange import Mailbox

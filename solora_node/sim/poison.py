@@ -1,4 +1,4 @@
-"""Poisoned peers for the robust-aggregation experiment (issue 8, DESIGN §2.4).
+"""Poisoned peers for the robust-aggregation experiment (docs/topology.md, robust rules).
 
 A poisoner trains honestly but every same-task block it sends is replaced, as its
 receivers see it, by a scaled (sign-flipped, blown-up) or random copy. Only the

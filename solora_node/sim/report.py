@@ -141,7 +141,7 @@ def _signed(x: float) -> str:
 def targets_table(found: dict[str, Any]) -> str:
     """The targets as a markdown table, with the issue's thresholds beside the figures."""
     lines = [
-        "| target (issue 7) | threshold | SO-LoRA auto gate | SO-LoRA oracle gate |",
+        "| target | threshold | SO-LoRA auto gate | SO-LoRA oracle gate |",
         "|---|---|---|---|",
     ]
 

@@ -6,7 +6,7 @@ encoded size), so the count equals what the codec would put on the wire message 
 
 from __future__ import annotations
 
-from solora_node.benchmarks.payload import payload_bytes
+from solora_node.net.codec import encode_mask, encoded_size
 from solora_node.protocol.blocks import BlockDelta, MaskRecord
 
 
@@ -24,11 +24,9 @@ class WireCounter:
         key = id(item)
         if key not in self._sizes:
             if isinstance(item, MaskRecord):
-                from solora_node.net.codec import encode_mask
-
                 self._sizes[key] = len(encode_mask(item))
             else:
-                self._sizes[key] = payload_bytes(item)
+                self._sizes[key] = encoded_size(item)
             self._keep.append(item)
         return self._sizes[key]
 

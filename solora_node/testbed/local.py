@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,14 +215,3 @@ class LocalFederation:
 
     def __exit__(self, *exc: object) -> None:
         self.kill_all()
-
-
-@contextlib.contextmanager
-def local_federation(
-    root: Path, specs: list[NodeSpec], base: Mapping[str, Any], *, tls: bool = True
-) -> Iterator[LocalFederation]:
-    federation = LocalFederation(root, specs, base, tls=tls)
-    try:
-        yield federation
-    finally:
-        federation.kill_all()

@@ -109,13 +109,6 @@ def set_link(namespace: str, ifname: str, up: bool) -> None:
     run(["ip", "-n", namespace, "link", "set", ifname, "up" if up else "down"])
 
 
-def link_is_up(namespace: str, ifname: str) -> bool:
-    out = run(["ip", "-j", "-n", namespace, "link", "show", "dev", ifname], check=False).strip()
-    if not out:
-        return False
-    return "UP" in json.loads(out)[0].get("flags", [])
-
-
 # ---------------------------------------------------------------------- impairments
 
 

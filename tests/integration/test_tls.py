@@ -16,7 +16,6 @@ from solora_node._proto import handshake_pb2, service_pb2_grpc
 from solora_node.cli import main as cli_main
 from solora_node.config import ConfigError, NetworkSection, load_config
 from solora_node.net.client import HandshakeOutcome, PeerClient
-from solora_node.net.observe import CountingObserver
 from solora_node.net.security import (
     CertError,
     TlsMaterial,
@@ -30,6 +29,7 @@ from solora_node.net.server import PeerServer
 from solora_node.protocol.reasons import Reason
 from solora_node.testing.memory_store import InMemoryStore
 from solora_node.testing.workload import random_mask, synthetic_delta
+from tests.support.observers import CountingObserver
 
 T = TypeVar("T")
 LAYOUT = {"l0": (16, 8)}

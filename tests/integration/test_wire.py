@@ -14,7 +14,6 @@ import pytest
 from solora_node.net.client import PeerClient
 from solora_node.net.codec import encode_delta
 from solora_node.net.limits import WireLimits
-from solora_node.net.observe import CountingObserver
 from solora_node.net.security import init_ca, issue_node_cert, load_tls_dir
 from solora_node.net.server import PeerServer
 from solora_node.net.session import ExchangeSession
@@ -23,6 +22,7 @@ from solora_node.protocol.reasons import Reason
 from solora_node.testing.loopback import LoopbackPeer, build_store
 from solora_node.testing.memory_store import InMemoryStore
 from solora_node.testing.workload import random_mask, synthetic_delta
+from tests.support.observers import CountingObserver
 
 T = TypeVar("T")
 LAYOUTS = {

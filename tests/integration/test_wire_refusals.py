@@ -21,7 +21,6 @@ from solora_node.net.client import PeerClient
 from solora_node.net.codec import checksum, encode_delta, from_float32
 from solora_node.net.convert import descriptor_to_proto, hello_to_proto
 from solora_node.net.limits import WireLimits
-from solora_node.net.observe import CountingObserver
 from solora_node.net.server import PeerServer
 from solora_node.protocol.blocks import BlockDelta
 from solora_node.protocol.messages import Descriptor, ExchangeResult
@@ -29,6 +28,7 @@ from solora_node.protocol.reasons import Reason
 from solora_node.testing.memory_store import InMemoryStore
 from solora_node.testing.workload import random_mask, synthetic_delta
 from tests.support.faults import Fault, faulty_session
+from tests.support.observers import CountingObserver
 
 T = TypeVar("T")
 TASK = "arithmetic"
