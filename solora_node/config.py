@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from solora_node.defaults import FEDERATION_SEED
 from solora_node.errors import SoloraError
 
 ENV_PREFIX = "SOLORA_"
@@ -44,7 +45,9 @@ class NodeSection(_Section):
 
 class FederationSection(_Section):
     id: str = Field("solora-default", pattern=NODE_ID_PATTERN, description="federation id")
-    seed: int = Field(20260224, ge=0, description="shared seed of the orthogonal projections")
+    seed: int = Field(
+        FEDERATION_SEED, ge=0, description="shared seed of the orthogonal projections"
+    )
     tasks: list[str] = Field(
         default_factory=lambda: ["arithmetic", "topic"],
         min_length=1,

@@ -145,25 +145,30 @@ def evaluate_models(
     plan: DemoPlan, fed: LocalFederation, holder: str
 ) -> tuple[dict[str, dict[str, float]], float]:
     """Before (base model) and after (holder's merged model, auto gate) per task."""
+    import dataclasses
+
     from solora_node.adapter.checkpoint import load_checkpoint
     from solora_node.config import ModelSection
     from solora_node.data.tasks import builtin_task
-    from solora_node.evaluation import evaluate_base, evaluate_oracle, evaluate_routed
+    from solora_node.defaults import FEDERATION_SEED
+    from solora_node.train.evaluate import evaluate_all, evaluate_merged
 
-    seed = 20260224  # FederationSection's default seed: the nodes cut their splits with it
+    seed = FEDERATION_SEED  # the nodes cut their splits with the federation seed
     loaded = load_checkpoint(fed.nodes[holder].data_dir / "adapter", ModelSection().cache_dir)
     so, tokenizer = loaded.so, loaded.base.tokenizer
-    results: dict[str, dict[str, float]] = {}
-    routed_right = total = 0.0
+    evals = {}
     for task_name in plan.chosen_tasks():
         task = builtin_task(task_name, seed)
-        before = evaluate_base(so, tokenizer, task, plan.eval_examples)
-        routed = evaluate_routed(so, tokenizer, task, plan.eval_examples)
-        oracle = evaluate_oracle(so, tokenizer, task, plan.eval_examples)
-        results[task_name] = {"before": before, "after": routed.accuracy, "after_oracle": oracle}
-        routed_right += routed.routing_accuracy * routed.examples
-        total += routed.examples
-    return results, routed_right / max(total, 1.0)
+        evals[task_name] = dataclasses.replace(task, eval=task.eval[: plan.eval_examples])
+    merged = evaluate_merged(so, tokenizer, evals, so.codes)
+    so.use_base()
+    before = evaluate_all(so.model, tokenizer, evals)
+    results = {
+        t: {"before": before[t], "after": merged.accuracy[t], "after_oracle": merged.oracle[t]}
+        for t in evals
+    }
+    routed_right = sum(merged.routed_right.values())
+    return results, routed_right / max(sum(merged.routed_total.values()), 1)
 
 
 def lora_bytes_per_exchange(model: str, rank: int) -> int:

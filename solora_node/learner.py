@@ -12,7 +12,6 @@ import threading
 import torch
 
 from solora_node.adapter import (
-    SoLoraConfig,
     SoLoraModel,
     calibrate,
     compute_codes,
@@ -23,6 +22,7 @@ from solora_node.adapter.prompts import prompt_batches
 from solora_node.config import NodeConfig
 from solora_node.data.examples import TaskData
 from solora_node.data.tasks import load_task
+from solora_node.method_settings import mask_settings, solora_config, task_settings, train_settings
 from solora_node.model import LoadedModel, load_base_model
 from solora_node.protocol.blocks import MaskRecord
 from solora_node.train import LocalTrainer, evaluate
@@ -42,13 +42,13 @@ class LocalLearner:
         if loaded is None:
             loaded = load_base_model(cfg.model.base, cfg.model.cache_dir, seed=cfg.train.seed)
         self.tokenizer = loaded.tokenizer
-        self.so: SoLoraModel = inject(loaded.model, SoLoraConfig.from_federation(cfg.federation))
+        self.so: SoLoraModel = inject(loaded.model, solora_config(cfg.federation))
         # The federation seed, not the node's: all nodes of a task must cut the same
         # train/eval split and disjoint shards of it.
-        self.data: TaskData = load_task(cfg.task, seed=cfg.federation.seed)
+        self.data: TaskData = load_task(task_settings(cfg.task), seed=cfg.federation.seed)
         params = self.so.train_task(self.task)
         self.trainer = LocalTrainer(
-            loaded.model, loaded.tokenizer, self.data.train, params, cfg.train
+            loaded.model, loaded.tokenizer, self.data.train, params, train_settings(cfg.train)
         )
         self.so.codes[self.task] = self._routing_code()
         # Held while the model's parameters change, so a checkpoint taken from another
@@ -79,7 +79,7 @@ class LocalLearner:
     def calibrate(self) -> str:
         """Make this node's own mask from its warm-up and local data; returns the mask_id."""
         batches = prompt_batches(self.tokenizer, [ex.input for ex in self.data.train[:64]])
-        mask_id = calibrate(self.so, self.task, self.cfg.federation, batches)
+        mask_id = calibrate(self.so, self.task, mask_settings(self.cfg.federation), batches)
         self.restart_optimizer()
         return mask_id
 

@@ -46,7 +46,7 @@ from solora_node.adapter.projection import (
     validate_federation,
 )
 from solora_node.adapter.routing import dual_basis, gate_weights, route, task_codes
-from solora_node.adapter.spec import SoLoraConfig
+from solora_node.adapter.spec import MaskSettings, SoLoraConfig
 from solora_node.adapter.tensors import decode_values, encode_values
 from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord, RawTensor
 
@@ -59,6 +59,7 @@ __all__ = [
     "ExpertGate",
     "MaskError",
     "MaskRecord",
+    "MaskSettings",
     "ProjectionError",
     "RawTensor",
     "SoLoraConfig",

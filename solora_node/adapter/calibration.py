@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from solora_node.adapter import masks as mask_ops
 from solora_node.adapter.model import SoLoraModel
-from solora_node.config import FederationSection
+from solora_node.adapter.spec import MaskSettings
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,10 @@ def compute_codes(so: SoLoraModel, batches: Iterable[Batch]) -> dict[str, torch.
 
 
 def stack_codes(so: SoLoraModel, codes: Mapping[str, Mapping[str, torch.Tensor]]) -> torch.Tensor:
-    """H^T (T x sum d_in) in task order, each row built like pooled_states' xhat."""
+    """H^T (one row per task that has codes, in task order), rows built like pooled_states'
+    xhat."""
     rows = []
-    for task in so.tasks:
+    for task in (t for t in so.tasks if t in codes):
         parts = [F.normalize(codes[task][n].to(torch.float32), dim=0) for n in so.code_layers]
         rows.append(F.normalize(torch.cat(parts), dim=0))
     return torch.stack(rows)
@@ -189,9 +190,9 @@ def calibrated_masks(
 
 
 def calibrate(
-    so: SoLoraModel, task: str, fed: FederationSection, batches: Iterable[Batch] | None = None
+    so: SoLoraModel, task: str, fed: MaskSettings, batches: Iterable[Batch] | None = None
 ) -> str:
-    """Make and install task's mask as the federation says; reset B if configured.
+    """Make and install task's mask as the settings say; reset B if configured.
 
     Returns the mask_id. With mask_mode 'random' no data or warm-up is needed.
     """

@@ -1,12 +1,14 @@
-"""The adapter's configuration: what every node of a federation must agree on."""
+"""The adapter's settings: what every node of a federation must agree on, and how masks are made.
+
+Plain dataclasses; solora_node/method_settings.py builds them from the daemon's config.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from solora_node.adapter.errors import UnknownTaskError
-from solora_node.config import FederationSection
 
 
 @dataclass(frozen=True)
@@ -20,19 +22,6 @@ class SoLoraConfig:
     target_modules: tuple[str, ...]
     # Layers whose input means are the per-task routing codes; empty = the default choice.
     code_layers: tuple[str, ...] = field(default=())
-
-    @classmethod
-    def from_federation(
-        cls, fed: FederationSection, code_layers: Sequence[str] = ()
-    ) -> SoLoraConfig:
-        return cls(
-            seed=fed.seed,
-            tasks=tuple(fed.tasks),
-            rank=fed.rank,
-            alpha=fed.alpha,
-            target_modules=tuple(fed.target_modules),
-            code_layers=tuple(code_layers),
-        )
 
     @property
     def total_rank(self) -> int:
@@ -54,3 +43,14 @@ class SoLoraConfig:
         """Rows of A (columns of Q) owned by `task`: [t*r, (t+1)*r)."""
         start = self.task_index(task) * self.rank
         return slice(start, start + self.rank)
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """How a node makes its task's sparsity mask (docs/method.md, "Sparse B")."""
+
+    density: float  # global density budget of B (rho)
+    density_min: float  # lowest per-layer density
+    sparsity_allocation: Literal["uniform", "magnitude", "spectral"]
+    mask_mode: Literal["calibrated", "random"]
+    reset_after_calibration: bool  # zero B after calibrating (LoRI style)

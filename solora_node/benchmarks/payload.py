@@ -22,7 +22,6 @@ import torch
 
 from solora_node.adapter import (
     BlockVersion,
-    SoLoraConfig,
     calibrate,
     extract_block,
     inject,
@@ -32,6 +31,7 @@ from solora_node.adapter import (
 from solora_node.adapter import masks as mask_ops
 from solora_node.adapter.baselines import LORI_DENSITY, LORI_ENCODING, lora_delta, lori_delta
 from solora_node.config import FederationSection, ModelSection
+from solora_node.method_settings import mask_settings, solora_config
 from solora_node.model import load_base_model
 from solora_node.net.codec import encoded_size
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fed = FederationSection()
     torch.manual_seed(0)
     loaded = load_base_model(args.model, args.cache_dir)
-    so = inject(loaded.model, SoLoraConfig.from_federation(fed))
+    so = inject(loaded.model, solora_config(fed))
     task = fed.tasks[0]
     version = BlockVersion(task=task, round=1, origin="bench")
     # A trained block stand-in: the byte counts depend on the mask sizes, not the values.
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trained = {n: torch.randn(s, generator=generator) for n, s in shapes.items()}
     set_block_tensors(so, task, trained)
     reset = fed.model_copy(update={"reset_after_calibration": False})
-    calibrate(so, task, reset)
+    calibrate(so, task, mask_settings(reset))
     solora = extract_block(so, task, version, fed.wire_dtype, include_codes=False)
     solora_bytes = encoded_size(solora)
     values = sum(t.numel for t in solora.layers.values())

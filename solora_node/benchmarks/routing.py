@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
-from solora_node.adapter import SoLoraConfig, compute_codes, dual_basis, gate_weights, inject
+from solora_node.adapter import compute_codes, dual_basis, gate_weights, inject
 from solora_node.adapter.calibration import pooled_states, stack_codes
 from solora_node.adapter.prompts import prompt_batches
 from solora_node.adapter.routing import DEFAULT_RIDGE
 from solora_node.config import FederationSection, ModelSection
+from solora_node.method_settings import solora_config
 from solora_node.model import load_base_model
 
 DEFAULT_TASKS = ("arithmetic", "topic", "language", "reverse")
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = {t: builtin_task(t, args.seed) for t in tasks}
     loaded = load_base_model(args.model, args.cache_dir)
     fed = FederationSection(tasks=list(tasks), seed=args.seed)
-    so = inject(loaded.model, SoLoraConfig.from_federation(fed))
+    so = inject(loaded.model, solora_config(fed))
     tokenizer = loaded.tokenizer
     for task in tasks:
         inputs = [ex.input for ex in data[task].train[: args.code_examples]]

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model
 
-from solora_node.adapter import SoLoraConfig, calibrate, inject
+from solora_node.adapter import calibrate, inject
 from solora_node.config import FederationSection, ModelSection
+from solora_node.method_settings import mask_settings, solora_config
 from solora_node.model import load_base_model
 
 
@@ -79,9 +80,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peft_params = [p for p in peft_model.parameters() if p.requires_grad]
     peft_step = _stepper(peft_model, peft_params, batch, {}, lambda: None)
 
-    so = inject(solora_base.model, SoLoraConfig.from_federation(fed))
+    so = inject(solora_base.model, solora_config(fed))
     task = fed.tasks[0]
-    calibrate(so, task, fed.model_copy(update={"mask_mode": "random"}))
+    calibrate(so, task, mask_settings(fed.model_copy(update={"mask_mode": "random"})))
     solora_params = so.train_task(task)
 
     def solora_after() -> None:

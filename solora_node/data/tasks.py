@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from solora_node.config import TaskSection
 from solora_node.data.corpus import language_utterances, topic_utterances, unambiguous
 from solora_node.data.examples import DataError, Example, TaskData, TaskKind
 from solora_node.data.generated import arithmetic_examples, reverse_examples
 from solora_node.data.jsonl import load_jsonl
+from solora_node.data.settings import TaskSettings
 from solora_node.data.split import seeded_shuffle, shard, stratified_split
 
 __all__ = [
@@ -134,7 +134,7 @@ def infer_kind(train: list[Example], evaluation: list[Example]) -> tuple[TaskKin
     return "generate", ()
 
 
-def load_task(cfg: TaskSection, seed: int) -> TaskData:
+def load_task(cfg: TaskSettings, seed: int) -> TaskData:
     """This node's task data as configured, with the train and eval size limits applied."""
     if cfg.source == "jsonl":
         if cfg.train_file is None or cfg.eval_file is None:

@@ -12,10 +12,10 @@ from solora_node.adapter.baselines import lora_delta
 from solora_node.adapter.tensors import decode_values
 from solora_node.aggregate import Block
 from solora_node.protocol.blocks import BlockDelta, BlockVersion
-from solora_node.sim.evaluation import DeviceEval, evaluate_all
 from solora_node.sim.method import RunContext, SimMethod
 from solora_node.train import LocalTrainer
-from solora_node.train.evaluate import evaluate
+from solora_node.train.evaluate import MergedEval as DeviceEval
+from solora_node.train.evaluate import evaluate, evaluate_all
 
 SHARED = "shared"
 

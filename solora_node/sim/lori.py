@@ -9,7 +9,6 @@ import hashlib
 import torch
 
 from solora_node.adapter import (
-    SoLoraConfig,
     block_tensors,
     inject,
     mask_record,
@@ -20,12 +19,14 @@ from solora_node.adapter import masks as mask_ops
 from solora_node.adapter.baselines import LORI_DENSITY, lori_delta
 from solora_node.adapter.tensors import decode_values
 from solora_node.aggregate import Block
+from solora_node.method_settings import solora_config
 from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord
-from solora_node.sim.evaluation import DeviceEval, evaluate_all
 from solora_node.sim.exchange import Mailbox
 from solora_node.sim.method import RunContext, SimMethod
 from solora_node.sim.solora import edge_collisions, federation
 from solora_node.train import LocalTrainer
+from solora_node.train.evaluate import MergedEval as DeviceEval
+from solora_node.train.evaluate import evaluate_all
 
 SHARED = "shared"
 
@@ -44,7 +45,7 @@ class LoriMethod(SimMethod):
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
         self.fed = federation(ctx, (SHARED,))
-        self.so = inject(ctx.loaded.model, SoLoraConfig.from_federation(self.fed))
+        self.so = inject(ctx.loaded.model, solora_config(self.fed))
         for name, layer in self.so.layers.items():
             layer.lora_A = random_projection(self.fed.seed, name, self.fed.rank, layer.in_features)
         self.states: list[dict[str, torch.Tensor]] = []

@@ -12,16 +12,17 @@ import torch
 from solora_node.aggregate import Block, aggregate_blocks
 from solora_node.config import TrainSection
 from solora_node.data.examples import TaskData
+from solora_node.method_settings import train_settings
 from solora_node.model import LoadedModel
 from solora_node.protocol.blocks import BlockDelta, MaskRecord
 from solora_node.sim.config import SimConfig
 from solora_node.sim.devices import Device
-from solora_node.sim.evaluation import DeviceEval
 from solora_node.sim.exchange import Mailbox, exchange
 from solora_node.sim.poison import poison_block
 from solora_node.sim.topology import SimTopology
 from solora_node.sim.wire import WireCounter
 from solora_node.train import LocalTrainer
+from solora_node.train.evaluate import MergedEval as DeviceEval
 
 
 @dataclass
@@ -73,7 +74,11 @@ class SimMethod(ABC):
     ) -> LocalTrainer:
         """A device's own trainer (its shard, its seed, its optimiser) on the shared model."""
         return LocalTrainer(
-            model, self.tok, device.data.train, params, _train_section(self.config, device)
+            model,
+            self.tok,
+            device.data.train,
+            params,
+            train_settings(_train_section(self.config, device)),
         )
 
     def label(self, device: Device) -> str:

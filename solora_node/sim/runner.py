@@ -17,11 +17,12 @@ from solora_node.model import load_base_model
 from solora_node.sim.config import SimConfig
 from solora_node.sim.dense import DenseLoraMethod, HardMoeMethod, LocalMethod
 from solora_node.sim.devices import Device, build_devices, eval_fingerprint, eval_sets
-from solora_node.sim.evaluation import DeviceEval, evaluate_all
 from solora_node.sim.lori import LoriMethod
 from solora_node.sim.method import RunContext, SimMethod
 from solora_node.sim.solora import SoLoraMethod
 from solora_node.sim.topology import SimTopology, build_topology, task_consensus
+from solora_node.train.evaluate import MergedEval as DeviceEval
+from solora_node.train.evaluate import evaluate_all
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from collections.abc import Callable
 import torch
 
 from solora_node.adapter import (
-    SoLoraConfig,
     apply_block,
     block_tensors,
     calibrate,
@@ -24,17 +23,20 @@ from solora_node.adapter.prompts import prompt_batches
 from solora_node.adapter.tensors import decode_values
 from solora_node.aggregate import Block
 from solora_node.config import FederationSection
+from solora_node.defaults import FEDERATION_SEED
+from solora_node.method_settings import mask_settings, solora_config
 from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord
-from solora_node.sim.evaluation import DeviceEval, evaluate_solora
 from solora_node.sim.exchange import Mailbox
 from solora_node.sim.method import RunContext, SimMethod
 from solora_node.train import LocalTrainer
+from solora_node.train.evaluate import MergedEval as DeviceEval
+from solora_node.train.evaluate import evaluate_merged as evaluate_solora
 
 
 def federation(ctx: RunContext, tasks: tuple[str, ...]) -> FederationSection:
     c = ctx.config
     return FederationSection(
-        seed=20260224 + c.seed,
+        seed=FEDERATION_SEED + c.seed,
         tasks=list(tasks),
         rank=c.rank,
         alpha=c.alpha,
@@ -52,7 +54,7 @@ class SoLoraMethod(SimMethod):
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
         self.fed = federation(ctx, ctx.config.tasks)
-        self.so = inject(ctx.loaded.model, SoLoraConfig.from_federation(self.fed))
+        self.so = inject(ctx.loaded.model, solora_config(self.fed))
         self.states: list[dict[str, torch.Tensor]] = []
         self.trainers: list[LocalTrainer] = []
         self.codes: list[dict[str, torch.Tensor]] = []
@@ -80,7 +82,7 @@ class SoLoraMethod(SimMethod):
             head = min(members, key=lambda d: d.node_id)
             self._load(head.index)
             texts = [ex.input for ex in head.data.train[:64]]
-            calibrate(so, task, self.fed, prompt_batches(self.tok, texts))
+            calibrate(so, task, mask_settings(self.fed), prompt_batches(self.tok, texts))
             self._save(head.index)
             self.records[task] = mask_record(so, task)
             for device in members:

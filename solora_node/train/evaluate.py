@@ -1,13 +1,25 @@
-"""Task metrics: label choice by answer likelihood, exact match of greedy generations."""
+"""Evaluation, in one place: task metrics and the merged model under each gate.
+
+Task metrics: label choice by answer likelihood, exact match of greedy generations.
+Merged model (every task's expert present), as users would query it: `oracle` knows the
+task (one-hot gate); `auto` routes every prompt with the training-free gate (top-1) and
+answers it with the expert it picked, so a routing mistake costs accuracy exactly as it
+would in `infer`. The daemon, the simulator and the demo all score through this module.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from solora_node.adapter import SoLoraModel
+from solora_node.adapter.calibration import pooled_states, stack_codes
+from solora_node.adapter.prompts import prompt_batches
+from solora_node.adapter.routing import dual_basis, gate_weights
 from solora_node.data.encode import IGNORE_INDEX, answer_ids, encode_example, pad_id, prompt_ids
 from solora_node.data.examples import Example, TaskData
 
@@ -231,3 +243,89 @@ def evaluate(
     if task.kind == "label":
         return label_accuracy(model, tokenizer, examples, task.labels, max_len, batch_size)
     return exact_match(model, tokenizer, examples, max_len, batch_size)
+
+
+def evaluate_all(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, evals: Mapping[str, TaskData]
+) -> dict[str, float]:
+    """One adapter (whatever the model's gate/active adapter is) on every task."""
+    return {task: evaluate(model, tokenizer, data) for task, data in evals.items()}
+
+
+@dataclass
+class MergedEval:
+    """Per task accuracy of a merged model: auto gate, oracle gate, and how routing went."""
+
+    accuracy: dict[str, float]
+    oracle: dict[str, float] = field(default_factory=dict)
+    routed_right: dict[str, int] = field(default_factory=dict)
+    routed_total: dict[str, int] = field(default_factory=dict)
+
+
+def subset(task: TaskData, indices: list[int]) -> TaskData:
+    return TaskData(task.name, task.kind, task.labels, [], [task.eval[i] for i in indices])
+
+
+def _correct(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: TaskData) -> float:
+    """Number of correct answers (accuracy x size), 0 for an empty set."""
+    if not task.eval:
+        return 0.0
+    return evaluate(model, tokenizer, task) * len(task.eval)
+
+
+def route_top1(
+    so: SoLoraModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    codes: Mapping[str, Mapping[str, torch.Tensor]],
+    pooled: dict[str, torch.Tensor] | None = None,
+) -> list[str]:
+    """Top-1 task per prompt from the codes held (tasks without a code can't be chosen:
+    their expert never arrived).
+
+    `pooled` caches each prompt's xhat across calls: it is measured on the base model
+    (experts off), so it is the same for every device and round.
+    """
+    known = [t for t in so.tasks if t in codes]
+    dual = dual_basis(stack_codes(so, codes))
+    cache = {} if pooled is None else pooled
+    missing = [t for t in dict.fromkeys(texts) if t not in cache]
+    if missing:
+        states = torch.cat([pooled_states(so, b) for b in prompt_batches(tokenizer, missing)])
+        cache.update(zip(missing, states, strict=True))
+    xhat = torch.stack([cache[t] for t in texts])
+    weights = gate_weights(xhat, dual, top1=True)
+    return [known[int(k)] for k in weights.argmax(dim=-1)]
+
+
+def evaluate_merged(
+    so: SoLoraModel,
+    tokenizer: PreTrainedTokenizerBase,
+    evals: Mapping[str, TaskData],
+    codes: Mapping[str, Mapping[str, torch.Tensor]],
+    pooled: dict[str, torch.Tensor] | None = None,
+) -> MergedEval:
+    """Auto (top-1 routing) and oracle (one-hot on the true task) accuracy per task.
+
+    Examples routed to their own task get the same answer under both gates, so they are
+    scored once; only misrouted examples are scored twice (true expert and routed one).
+    """
+    result = MergedEval(accuracy={})
+    for task, data in evals.items():
+        picks = route_top1(so, tokenizer, [ex.input for ex in data.eval], codes, pooled)
+        right = [i for i, p in enumerate(picks) if p == task]
+        so.use_task(task)
+        shared = _correct(so.model, tokenizer, subset(data, right))
+        wrong = [i for i, p in enumerate(picks) if p != task]
+        oracle_wrong = _correct(so.model, tokenizer, subset(data, wrong))
+        auto_wrong = 0.0
+        for routed in sorted({picks[i] for i in wrong}):
+            so.use_task(routed)
+            group = [i for i in wrong if picks[i] == routed]
+            auto_wrong += _correct(so.model, tokenizer, subset(data, group))
+        n = max(1, len(data.eval))
+        result.accuracy[task] = (shared + auto_wrong) / n
+        result.oracle[task] = (shared + oracle_wrong) / n
+        result.routed_right[task] = len(right)
+        result.routed_total[task] = len(data.eval)
+    return result

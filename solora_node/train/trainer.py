@@ -11,11 +11,11 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from solora_node.config import TrainSection
 from solora_node.data.encode import collate, encode_example, pad_id
 from solora_node.data.examples import Example
 from solora_node.errors import SoloraError
 from solora_node.train.sampling import EpochSampler
+from solora_node.train.settings import TrainSettings
 
 GradMasks = Mapping[nn.Parameter, torch.Tensor]
 OPTIMIZER_SLOTS = ("step", "exp_avg", "exp_avg_sq")
@@ -39,7 +39,7 @@ class LocalTrainer:
         tokenizer: PreTrainedTokenizerBase,
         examples: list[Example],
         params: list[nn.Parameter],
-        cfg: TrainSection,
+        cfg: TrainSettings,
         grad_masks: GradMasks | None = None,
     ) -> None:
         if not examples:

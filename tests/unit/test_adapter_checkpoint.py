@@ -14,6 +14,7 @@ from solora_node.adapter import calibrate, compute_codes, set_block_tensors
 from solora_node.adapter.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from solora_node.adapter.prompts import prompt_batch, prompt_batches
 from solora_node.config import FederationSection
+from solora_node.method_settings import mask_settings
 from tests.unit.test_adapter_helpers import TASKS, tiny_federation
 from tests.unit.test_adapter_routing import routing_prompts
 
@@ -25,7 +26,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generator = torch.Generator().manual_seed(0)
     rng = random.Random(0)
     for task in TASKS:
-        calibrate(so, task, fed)
+        calibrate(so, task, mask_settings(fed))
         shapes = so.block_shapes()
         set_block_tensors(
             so, task, {n: torch.randn(s, generator=generator) for n, s in shapes.items()}

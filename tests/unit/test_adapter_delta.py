@@ -26,6 +26,7 @@ from solora_node.adapter import (
 )
 from solora_node.adapter.tensors import decode_values, encode_values
 from solora_node.config import FederationSection
+from solora_node.method_settings import mask_settings
 from tests.unit.test_adapter_helpers import tiny_federation
 
 FED = FederationSection(
@@ -36,7 +37,7 @@ FED = FederationSection(
 def _sender_and_receiver():  # type: ignore[no-untyped-def]
     _, sender = tiny_federation()
     _, receiver = tiny_federation(model_seed=3)
-    calibrate(sender, "lang", FED)
+    calibrate(sender, "lang", mask_settings(FED))
     generator = torch.Generator().manual_seed(1)
     set_block_tensors(
         sender,

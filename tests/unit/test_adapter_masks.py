@@ -9,6 +9,7 @@ from solora_node.adapter import calibrate, collision_rate, mask_id, seeded_rando
 from solora_node.adapter import masks as mask_ops
 from solora_node.adapter.calibration import calibrated_masks, layer_scores
 from solora_node.config import FederationSection
+from solora_node.method_settings import mask_settings
 from tests.unit.test_adapter_helpers import ARITH, lm_batch, tiny_federation, train_steps
 
 
@@ -64,7 +65,9 @@ def test_every_node_of_a_task_derives_the_same_random_mask() -> None:
     fed = FederationSection(
         tasks=["arith", "lang", "rev"], mask_mode="random", density=0.2, density_min=0.01
     )
-    assert calibrate(one, "arith", fed) == calibrate(two, "arith", fed)
+    assert calibrate(one, "arith", mask_settings(fed)) == calibrate(
+        two, "arith", mask_settings(fed)
+    )
     assert collision_rate(one.masks("arith"), two.masks("arith")) == 1.0
     assert collision_rate(one.masks("arith"), seeded_random_masks(one, "lang", 0.2)) < 0.5
 
@@ -84,7 +87,7 @@ def test_calibration_after_warmup(allocation: str) -> None:
     assert (scores == {}) == (allocation == "uniform")
     before = {n: layer.lora_B["arith"].detach().clone() for n, layer in so.layers.items()}
     expected = calibrated_masks(so, "arith", 0.1, 0.02, allocation, [batch])
-    ident = calibrate(so, "arith", fed, [batch])
+    ident = calibrate(so, "arith", mask_settings(fed), [batch])
     assert ident == mask_id(expected) == so.mask_id("arith")
     total = sum(m.numel() for m in expected.values())
     kept = sum(int(m.sum()) for m in expected.values())

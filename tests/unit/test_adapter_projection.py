@@ -53,6 +53,7 @@ def test_a_is_never_trainable_nor_saved() -> None:
 _CHILD = """
 import hashlib, sys
 from solora_node.adapter.projection import orthogonal_projection
+
 q = orthogonal_projection(int(sys.argv[1]), "model.layers.3.self_attn.v_proj", 576, 16)
 print(hashlib.sha256(q.numpy().tobytes()).hexdigest())
 """
@@ -102,8 +103,9 @@ def test_too_many_rank_slots_is_an_error_naming_layer_and_numbers() -> None:
 
 def test_config_from_federation_section() -> None:
     from solora_node.config import FederationSection
+    from solora_node.method_settings import solora_config
 
-    cfg = SoLoraConfig.from_federation(FederationSection(tasks=["a", "b"], rank=4))
+    cfg = solora_config(FederationSection(tasks=["a", "b"], rank=4))
     assert cfg.task_slice("b") == slice(4, 8) and cfg.scale == 16.0 / 4
     assert tiny_config().total_rank == 12
 

@@ -6,6 +6,7 @@ import torch
 
 from solora_node.adapter import calibrate, set_block_tensors
 from solora_node.config import FederationSection
+from solora_node.method_settings import mask_settings
 from tests.unit.test_adapter_helpers import ARITH, LANG, lm_batch, tiny_federation, train_steps
 
 
@@ -45,7 +46,7 @@ def test_masked_entries_stay_exactly_zero_through_sparse_training() -> None:
     batch = lm_batch(loaded.tokenizer, ARITH[:8])
     fed = FederationSection(tasks=["arith", "lang", "rev"], density=0.1, density_min=0.02)
     optimizer = train_steps(so, "arith", batch, steps=5, weight_decay=0.1)  # dense warm-up
-    calibrate(so, "arith", fed, [batch])
+    calibrate(so, "arith", mask_settings(fed), [batch])
     # Keep the warm-up optimiser: its moments must be masked too, else Adam moves zeros.
     so.mask_optimizer_state(optimizer, so.grad_masks("arith"))
     # No B *= mask safety net: the masked gradients and moments alone must keep the zeros.
@@ -68,7 +69,7 @@ def test_masked_entries_stay_zero_with_a_fresh_optimizer_and_hooks_only() -> Non
     fed = FederationSection(
         tasks=["arith", "lang", "rev"], mask_mode="random", density=0.1, density_min=0.02
     )
-    calibrate(so, "arith", fed)
+    calibrate(so, "arith", mask_settings(fed))
     params = so.train_task("arith")
     optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
     for _ in range(15):
@@ -84,7 +85,8 @@ def test_masked_entries_stay_zero_with_a_fresh_optimizer_and_hooks_only() -> Non
 def test_grad_masks_cover_the_masked_blocks() -> None:
     _, so = tiny_federation()
     assert so.grad_masks("arith") == {}
-    calibrate(so, "arith", FederationSection(tasks=["arith", "lang", "rev"], mask_mode="random"))
+    random_masks = FederationSection(tasks=["arith", "lang", "rev"], mask_mode="random")
+    calibrate(so, "arith", mask_settings(random_masks))
     masks = so.grad_masks("arith")
     assert set(masks) == {layer.lora_B["arith"] for layer in so.layers.values()}
     assert all(m.dtype == torch.float32 for m in masks.values())

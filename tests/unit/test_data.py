@@ -7,6 +7,7 @@ import pytest
 from solora_node.config import TaskSection
 from solora_node.data import BUILTIN_TASKS, DataError, Example, builtin_task, load_task
 from solora_node.data.encode import IGNORE_INDEX, answer_ids, collate, encode_example, prompt_ids
+from solora_node.method_settings import task_settings
 from solora_node.model import byte_tokenizer
 
 EXPECTED_SIZES = {  # (train, eval) of the whole task, any seed
@@ -78,7 +79,7 @@ def test_unknown_task_and_empty_shard() -> None:
     cfg = TaskSection(
         name="topic", shard_index=2, shard_count=3, max_train_examples=10, eval_examples=7
     )
-    task = load_task(cfg, seed=0)
+    task = load_task(task_settings(cfg), seed=0)
     assert len(task.train) == 10 and len(task.eval) == 7
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from solora_node.config import TrainSection
 from solora_node.data import Example, TaskData, builtin_task, collate, encode_example
 from solora_node.data.encode import pad_id
+from solora_node.method_settings import train_settings
 from solora_node.model import tiny_model
 from solora_node.train import LocalTrainer, evaluate, mean_loss
 from solora_node.train.evaluate import answer_logprobs, label_logprobs
@@ -94,7 +95,7 @@ def test_exact_match_after_learning_a_fixed_answer() -> None:
     task = TaskData("t", "generate", (), train=examples, eval=examples[:8])
     assert evaluate(loaded.model, loaded.tokenizer, task) == 0.0
     params = [p for p in loaded.model.parameters()]
-    cfg = TrainSection(batch_size=8, lr=1e-2, threads=1, max_seq_len=32)
+    cfg = train_settings(TrainSection(batch_size=8, lr=1e-2, threads=1, max_seq_len=32))
     LocalTrainer(loaded.model, loaded.tokenizer, examples, params, cfg).train_steps(40)
     assert evaluate(loaded.model, loaded.tokenizer, task) == 1.0
     assert not loaded.model.training  # evaluation restores the caller's mode

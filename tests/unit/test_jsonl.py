@@ -9,6 +9,7 @@ import pytest
 from solora_node.config import TaskSection
 from solora_node.data import DataError, Example, load_jsonl, load_task
 from solora_node.data.tasks import infer_kind
+from solora_node.method_settings import task_settings
 
 
 def write(tmp_path: Path, text: str, name: str = "task.jsonl") -> Path:
@@ -76,14 +77,16 @@ def test_load_task_from_jsonl_shards_and_limits(tmp_path: Path) -> None:
     evaluation = write(tmp_path, lines, "eval.jsonl")
     shards = [
         load_task(
-            TaskSection(
-                name="mine",
-                source="jsonl",
-                train_file=train,
-                eval_file=evaluation,
-                shard_index=i,
-                shard_count=3,
-                eval_examples=5,
+            task_settings(
+                TaskSection(
+                    name="mine",
+                    source="jsonl",
+                    train_file=train,
+                    eval_file=evaluation,
+                    shard_index=i,
+                    shard_count=3,
+                    eval_examples=5,
+                )
             ),
             seed=0,
         )
@@ -94,12 +97,14 @@ def test_load_task_from_jsonl_shards_and_limits(tmp_path: Path) -> None:
     inputs = [ex.input for s in shards for ex in s.train]
     assert sorted(inputs) == sorted(f"q{i}" for i in range(20))
     limited = load_task(
-        TaskSection(
-            name="mine",
-            source="jsonl",
-            train_file=train,
-            eval_file=evaluation,
-            max_train_examples=4,
+        task_settings(
+            TaskSection(
+                name="mine",
+                source="jsonl",
+                train_file=train,
+                eval_file=evaluation,
+                max_train_examples=4,
+            )
         ),
         seed=0,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,11 +13,12 @@ from torch import nn
 
 from solora_node.config import TrainSection
 from solora_node.data import Example
+from solora_node.method_settings import train_settings
 from solora_node.model import LoadedModel, tiny_model
 from solora_node.train import LocalTrainer, TrainStateError, mean_loss
 
 EXAMPLES = [Example(f"colour {i}?", ["red", "blue"][i % 2]) for i in range(24)]
-CFG = TrainSection(batch_size=4, lr=1e-2, threads=1, max_seq_len=32, seed=7)
+CFG = train_settings(TrainSection(batch_size=4, lr=1e-2, threads=1, max_seq_len=32, seed=7))
 
 
 def frozen_tiny(seed: int = 0) -> tuple[LoadedModel, list[nn.Parameter]]:
@@ -57,7 +59,7 @@ def test_masked_entries_never_move_even_with_weight_decay() -> None:
     generator = torch.Generator().manual_seed(0)
     masks = {p: torch.rand(p.shape, generator=generator) < 0.2 for p in params[:2]}
     initial = [p.detach().clone() for p in params]
-    cfg = CFG.model_copy(update={"weight_decay": 0.1})
+    cfg = dataclasses.replace(CFG, weight_decay=0.1)
     trainer = LocalTrainer(loaded.model, loaded.tokenizer, EXAMPLES, params, cfg, masks)
     trainer.train_steps(5)
     for param, start in zip(params[:2], initial, strict=False):
@@ -83,7 +85,7 @@ def test_bad_masks_are_refused() -> None:
 
 def run(steps: list[int], seed: int = 7) -> tuple[list[float], list[torch.Tensor]]:
     loaded, params = frozen_tiny()
-    cfg = CFG.model_copy(update={"seed": seed})
+    cfg = dataclasses.replace(CFG, seed=seed)
     trainer = LocalTrainer(loaded.model, loaded.tokenizer, EXAMPLES, params, cfg)
     losses = [loss for n in steps for loss in trainer.train_steps(n)]
     return losses, [p.detach().clone() for p in params]
