@@ -17,6 +17,11 @@ TASK = "arithmetic"
 LAYOUT = {"model.layers.0.q_proj": [64, 8]}
 
 
+def _status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "solora_node", "status", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+
 def test_status_finds_tls_material_through_the_environment(tmp_path: Path) -> None:
     init_ca(tmp_path, "status-federation")
     for node in ("target", "operator"):
@@ -40,22 +45,10 @@ def test_status_finds_tls_material_through_the_environment(tmp_path: Path) -> No
         "round": 7,
         "tls_dir": str(tmp_path),
     }
+    env = dict(os.environ, SOLORA_CONFIG=str(config))
     with LoopbackPeer(spec) as target:
-        env = dict(os.environ, SOLORA_CONFIG=str(config))
-        out = subprocess.run(
-            [sys.executable, "-m", "solora_node", "status", "--addr", target.address, "--json"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-        plaintext = subprocess.run(
-            [sys.executable, "-m", "solora_node", "status", "--addr", target.address, "--insecure"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        out = _status(env, "--addr", target.address, "--json")
+        plaintext = _status(env, "--addr", target.address, "--insecure")
     assert out.returncode == 0, out.stderr
     reply = json.loads(out.stdout)
     assert (reply["node_id"], reply["task"], reply["round"]) == ("target", TASK, 7)
