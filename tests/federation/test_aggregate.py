@@ -168,5 +168,3 @@ def test_blocks_of_different_tasks_are_never_mixed() -> None:
         aggregate_blocks(own, [x], [0.5], neighbour_tasks=["arithmetic"])
     ok = aggregate_blocks(own, [x], [0.5], task="arithmetic", neighbour_tasks=["arithmetic"])
     assert ok["q"].item() == pytest.approx(1.5)
-
-
