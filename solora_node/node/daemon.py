@@ -225,6 +225,7 @@ class Node:
             "rounds_this_run": self.rounds_done,
             "bytes_sent": {k: totals[(k, "sent")] for k in ("delta", "control")},
             "bytes_received": {k: totals[(k, "received")] for k in ("delta", "control")},
+            "items_sent": self.observer.items_sent,
             "neighbours": [n.peer.node_id for n in self.port.neighbours],
             "eval_accuracy": self.port.details.get("eval_accuracy"),
         }

@@ -27,6 +27,9 @@ class WireMetrics:
         self.metrics = metrics
         self.port = port
         self.totals: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Items (blocks and masks) this node transferred to peers: accepted, and refused
+        # after the transfer; with totals["delta", "sent"] they give bytes per item.
+        self.items_sent = 0
 
     def item_refused(self, peer: str, reason: Reason, *, by_me: bool) -> None:
         if by_me:
@@ -45,6 +48,7 @@ class WireMetrics:
 
     def exchange_finished(self, result: wire.ExchangeResult) -> None:
         self.port.exchanges.append(result)
+        self.items_sent += result.items_sent + sum(result.refused_by_peer.values())
         if not result.ok:
             self.metrics.exchange_failed(result.reason)
 

@@ -29,6 +29,7 @@ class Traffic:
 
     bytes: int = 0
     messages: int = 0  # blocks sent
+    masks: int = 0  # mask records sent
     mask_bytes: int = 0
     refused: collections.Counter[Reason] = field(default_factory=collections.Counter)
     per_edge: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
@@ -36,6 +37,7 @@ class Traffic:
     def add(self, other: Traffic) -> None:
         self.bytes += other.bytes
         self.messages += other.messages
+        self.masks += other.masks
         self.mask_bytes += other.mask_bytes
         self.refused.update(other.refused)
         self.per_edge.update(other.per_edge)
@@ -99,6 +101,7 @@ class MemoryTransport:
             traffic.bytes += size
             traffic.per_edge[(offer.sender, offer.receiver)] += size
             if isinstance(item, MaskRecord):
+                traffic.masks += 1
                 traffic.mask_bytes += size
                 verdict = target.accept_mask(item, offer.sender_ctx)
             else:
