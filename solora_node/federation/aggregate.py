@@ -4,8 +4,8 @@ A block is `dict[str, Tensor]`: per adapted layer, the B values of one task
 (dense, or the 1-D values under the shared mask; every copy must have the same
 keys and shapes). Every function here takes ONE task's blocks: different tasks
 are orthogonal experts, never competing estimates, so they are never averaged
-together. Foreign tasks' blocks are not averaged at all: federation.versions.freshest
-picks one.
+together. Foreign tasks' blocks are not averaged at all: the ledger keeps the freshest
+version of each (federation.versions).
 """
 
 from __future__ import annotations

@@ -7,8 +7,7 @@ the round step and the simulator all compare versions here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Protocol, TypeVar, cast
+from typing import Protocol
 
 
 class HasRound(Protocol):
@@ -26,9 +25,6 @@ class Versioned(HasRound, Protocol):
     def origin(self) -> str: ...
 
 
-T = TypeVar("T")
-
-
 def newer(a: Versioned, b: Versioned | None) -> bool:
     """True when `a` replaces `b`: a later round, or the same round from a lower origin id."""
     if b is None:
@@ -44,31 +40,3 @@ def within_staleness(round_: int, current_round: int, k: int) -> bool:
     if k < 0:
         raise ValueError(f"staleness bound k must be >= 0, got {k}")
     return current_round - round_ <= k
-
-
-def fresh(
-    versions: Iterable[T], current_round: int, k: int, key: Callable[[T], HasRound] | None = None
-) -> list[T]:
-    """The items whose version is within the staleness bound; `key` maps an item to it."""
-    get = key if key is not None else cast(Callable[[T], HasRound], _identity)
-    return [item for item in versions if within_staleness(get(item).round, current_round, k)]
-
-
-def freshest(versions: Iterable[T], key: Callable[[T], Versioned] | None = None) -> dict[str, T]:
-    """Per task, the item with the newest version (see `newer`).
-
-    Relayed copies of another task's block are versions of one state, so the newest
-    replaces the older: no averaging across them.
-    """
-    get = key if key is not None else cast(Callable[[T], Versioned], _identity)
-    best: dict[str, T] = {}
-    for item in versions:
-        task = get(item).task
-        held = best.get(task)
-        if held is None or newer(get(item), get(held)):
-            best[task] = item
-    return best
-
-
-def _identity(item: object) -> object:
-    return item
