@@ -58,9 +58,21 @@ def next_round(ledger: Ledger) -> int:
     return max(ledger.round + 1, ledger.highest_peer_round())
 
 
-def carries_codes(round_: int, last_codes_round: int | None) -> bool:
-    """Whether the block published at `round_` carries this node's routing codes."""
-    return last_codes_round is None or round_ - last_codes_round >= CODES_EVERY
+class CodesSchedule:
+    """Which of a node's published blocks carry its routing codes: the one published when
+    its mask is settled (it may never be sent if nobody asks before the next round), the
+    first of the round loop, then one every CODES_EVERY rounds."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def due(self, round_: int, *, settling: bool = False) -> bool:
+        if settling:
+            return True
+        if self._last is None or round_ - self._last >= CODES_EVERY:
+            self._last = round_
+            return True
+        return False
 
 
 def cluster_mask(ledger: Ledger) -> MaskRecord | None:

@@ -63,7 +63,7 @@ class Node:
         self.discovery: Discovery | None = None
         self.rounds_done = 0
         self.plan: TopologyPlan | None = None
-        self._codes_round: int | None = None  # round of the last block that carried codes
+        self.codes = round_step.CodesSchedule()
         topo = cfg.topology
         self.rule = AggregationRule(topo.aggregation, topo.trim_fraction, topo.clip_norm)
 
@@ -268,18 +268,16 @@ class Node:
         else:
             mask_id = await asyncio.to_thread(self.learner.calibrate)
             log.info("calibrated own mask %s", mask_id)
-        self._publish(self.ledger.round)
+        self._publish(self.ledger.round, settling=True)
 
-    def _publish(self, round_: int) -> None:
+    def _publish(self, round_: int, *, settling: bool = False) -> None:
         """Snapshot own block at a round boundary: what peers get until the next one."""
         if not self.learner.calibrated:
             self.ledger.advance(round_)
             return
-        with_codes = round_step.carries_codes(round_, self._codes_round)
+        with_codes = self.codes.due(round_, settling=settling)
         version = BlockVersion(task=self.learner.task, round=round_, origin=self.node_id)
         block = self.learner.block(version, self.cfg.federation.wire_dtype, with_codes=with_codes)
-        if with_codes:
-            self._codes_round = round_
         record = self.learner.mask()
         self.ledger.train_under(record)
         self.ledger.publish(block, record)

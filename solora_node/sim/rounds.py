@@ -112,7 +112,7 @@ class SimFederation:
         )
         self.traffic = Traffic()  # the whole run
         self._pending = Traffic()  # agreement exchange, counted toward round 1
-        self._codes_round: list[int | None] = [None] * len(devices)
+        self._codes = [round_step.CodesSchedule() for _ in devices]
         # L2 distance of every averaged-in neighbour block to the receiver's own block
         # (what clip_norm bounds), so a clean run tells an operator where to clip.
         self.neighbour_distances: list[float] = []
@@ -140,12 +140,10 @@ class SimFederation:
             ledger.train_under(candidate)
         else:
             ledger.train_under(self.strategy.calibrate(i))
-        self._publish(i, ledger.round, first=True)
+        self._publish(i, ledger.round, settling=True)
 
-    def _publish(self, i: int, round_: int, *, first: bool = False) -> None:
-        with_codes = first or round_step.carries_codes(round_, self._codes_round[i])
-        if with_codes and not first:
-            self._codes_round[i] = round_
+    def _publish(self, i: int, round_: int, *, settling: bool = False) -> None:
+        with_codes = self._codes[i].due(round_, settling=settling)
         delta = self.strategy.publish(i, round_, with_codes=with_codes)
         record = self.strategy.mask(i)
         if record is not None:

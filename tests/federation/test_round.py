@@ -12,8 +12,8 @@ from solora_node.federation.aggregate import AggregationRule, Block
 from solora_node.federation.ledger import Ledger
 from solora_node.federation.round import (
     CODES_EVERY,
+    CodesSchedule,
     aggregate_round,
-    carries_codes,
     choose_blocks,
     cluster_mask,
     next_round,
@@ -142,5 +142,8 @@ def test_next_round_and_codes() -> None:
     assert next_round(node) == 5
     node.accept_delta(delta("a", 7, "n1", "m"))
     assert next_round(node) == 7  # the cluster is ahead: jump
-    assert carries_codes(1, None)
-    assert not carries_codes(1 + CODES_EVERY - 1, 1) and carries_codes(1 + CODES_EVERY, 1)
+    codes = CodesSchedule()
+    assert codes.due(0, settling=True)  # the block published when the mask is settled
+    assert codes.due(1)  # and the first of the round loop
+    due = [r for r in range(2, 3 * CODES_EVERY) if codes.due(r)]
+    assert due == [1 + CODES_EVERY, 1 + 2 * CODES_EVERY]
