@@ -75,7 +75,9 @@ def _full_mask(tensors: dict[str, torch.Tensor], task: str) -> dict[str, torch.T
 
 
 def _daemon(tmp_path: Path) -> dict[str, Any]:
-    base = {**TINY_BASE, "rounds": {"max_rounds": ROUNDS}}
+    # Its own federation id: mDNS on loopback is shared with any other test run here.
+    federation = {**TINY_BASE["federation"], "id": "equivalence-fed"}
+    base = {**TINY_BASE, "federation": federation, "rounds": {"max_rounds": ROUNDS}}
     fed = LocalFederation(tmp_path, two_by_two(), base, tls=True)
     with fed:
         fed.start()
