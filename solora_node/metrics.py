@@ -30,7 +30,7 @@ BYTE_KINDS = ("delta", "mask", "control")
 PEER_STATES = ("live", "suspect", "dead")
 APPLIED_KINDS = ("own", "foreign")
 # The `reason` label of exchange failures and refused deltas: the lowercase
-# names of the wire's refusal vocabulary (solora_node.net.reasons.Reason, a
+# names of the wire's refusal vocabulary (solora_node.protocol.reasons.Reason, a
 # test keeps them equal; copied, not imported, so that metrics do not need the
 # generated protobuf modules), plus "other".
 REASONS = (

@@ -237,3 +237,13 @@ def set_block_tensors(so: SoLoraModel, task: str, tensors: Mapping[str, torch.Te
         for name, layer in so.layers.items():
             layer.lora_B[task].copy_(tensors[name].to(layer.lora_B[task]))
             layer.enforce_mask(task)
+
+
+def dense_block(delta: BlockDelta, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A block's values scattered into dense float32 tensors under `masks` (zero off them)."""
+    result = {}
+    for name, raw in delta.layers.items():
+        block = torch.zeros(masks[name].shape, dtype=torch.float32)
+        block[masks[name]] = decode_values(raw).to(torch.float32)
+        result[name] = block
+    return result

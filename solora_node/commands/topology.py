@@ -25,7 +25,7 @@ from solora_node.config import (
     read_yaml,
     validation_problems,
 )
-from solora_node.net.topology import Member, TopologyPlan, plan_topology
+from solora_node.federation.topology import Member, TopologyPlan, plan_topology
 
 MEMBERSHIP_EXAMPLE = "membership: [{id: n0, task: arithmetic}, {id: n1, task: topic, capacity: 2}]"
 

@@ -1,4 +1,4 @@
-"""Plain dataclasses (net.store) <-> protobuf messages; the only module that maps them."""
+"""Plain dataclasses (protocol/) <-> protobuf messages; the only module that maps them."""
 
 from __future__ import annotations
 

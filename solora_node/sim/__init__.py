@@ -2,8 +2,8 @@
 
 One frozen base model per method run, shared by every simulated device; each device's
 adapter state (tensors, optimiser, mask) is swapped into the one injected model when the
-device trains or is evaluated. Topology, mixing weights, aggregation and byte counts come
-from the daemon's own modules (net.topology, aggregate, net.codec).
+device trains or is evaluated. Every device is a federation.Ledger driven by the daemon's
+round step over an in-memory transport (sim/rounds.py); methods are strategies.
 """
 
 from solora_node.sim.config import PRESETS, SimConfig, load_sim_config

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from solora_node.aggregate import RULES
 from solora_node.errors import SoloraError
+from solora_node.federation.aggregate import RULES
 from solora_node.sim.poison import POISONS
 
 # Ours first: a run stopped early has measured the most informative comparison first.

@@ -5,14 +5,16 @@ oracle task label picks the expert at evaluation)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from solora_node.adapter.baselines import lora_delta
 from solora_node.adapter.tensors import decode_values
-from solora_node.aggregate import Block
-from solora_node.protocol.blocks import BlockDelta, BlockVersion
-from solora_node.sim.method import RunContext, SimMethod
+from solora_node.federation.aggregate import Block
+from solora_node.protocol.blocks import BlockDelta
+from solora_node.sim.strategy import RunContext, Strategy
 from solora_node.train import LocalTrainer
 from solora_node.train.evaluate import MergedEval as DeviceEval
 from solora_node.train.evaluate import evaluate, evaluate_all
@@ -20,7 +22,7 @@ from solora_node.train.evaluate import evaluate, evaluate_all
 SHARED = "shared"
 
 
-class DenseLoraMethod(SimMethod):
+class DenseLoraStrategy(Strategy):
     name = "lora"
     same_task_gossip = False
 
@@ -81,13 +83,12 @@ class DenseLoraMethod(SimMethod):
         self.states[i] = {k: p.detach().clone() for k, p in self.slots[label].items()}
         return losses
 
-    def publish(self, i: int, round_: int) -> BlockDelta:
+    def publish(self, i: int, round_: int, *, with_codes: bool) -> BlockDelta:
         state = self.states[i]
         layers = sorted({k.rsplit(".", 1)[0] for k in state})
-        version = BlockVersion(self.label(self.devices[i]), round_, self.devices[i].node_id)
         a = {n: state[f"{n}.lora_A"] for n in layers}
         b = {n: state[f"{n}.lora_B"] for n in layers}
-        return lora_delta(version, a, b)
+        return lora_delta(self.version(i, round_), a, b)
 
     def own_block(self, i: int) -> Block:
         return self.states[i]
@@ -99,21 +100,21 @@ class DenseLoraMethod(SimMethod):
         shapes = self.initial[delta.task]
         return {k: decode_values(raw).reshape(shapes[k].shape) for k, raw in delta.layers.items()}
 
-    def evaluate_device(self, i: int) -> DeviceEval:
+    def evaluate_device(self, i: int, foreign: Mapping[str, BlockDelta]) -> DeviceEval:
         self._load(i)
         return DeviceEval(accuracy=evaluate_all(self.peft, self.tok, self.ctx.evals))
 
 
-class LocalMethod(DenseLoraMethod):
+class LocalStrategy(DenseLoraStrategy):
     name = "local"
     communicates = False
 
 
-class HardMoeMethod(DenseLoraMethod):
+class HardMoeStrategy(DenseLoraStrategy):
     name = "hard_moe"
     same_task_gossip = True
 
-    def evaluate_device(self, i: int) -> DeviceEval:
+    def evaluate_device(self, i: int, foreign: Mapping[str, BlockDelta]) -> DeviceEval:
         own = self.devices[i].task
         accuracy: dict[str, float] = {}
         for task, data in self.ctx.evals.items():
@@ -122,7 +123,7 @@ class HardMoeMethod(DenseLoraMethod):
             if task == own:
                 tensors: Block = self.states[i]
             else:
-                held = self.boxes[i].foreign.get(task)
+                held = foreign.get(task)
                 tensors = self.dense(held, i) if held is not None else self.initial[task]
             self.peft.set_adapter(task)
             self._write(task, tensors)

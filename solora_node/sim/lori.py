@@ -1,10 +1,12 @@
 """LoRI-DFL: one adapter shared by all tasks, frozen random (not orthogonal) A, 90%
 magnitude-sparse B with a mask of each node's own (no agreement), gossip of B with every
-neighbour. The receiver needs the sender's positions, so the mask bitmap rides along."""
+neighbour. The receiver needs the sender's positions: the sender's mask record goes with
+its first block to each receiver, whose ledger keeps it by its content id."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 import torch
 
@@ -17,13 +19,12 @@ from solora_node.adapter import (
 )
 from solora_node.adapter import masks as mask_ops
 from solora_node.adapter.baselines import LORI_DENSITY, lori_delta
-from solora_node.adapter.tensors import decode_values
-from solora_node.aggregate import Block
+from solora_node.adapter.delta import dense_block
+from solora_node.federation.aggregate import Block
 from solora_node.method_settings import solora_config
-from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord
-from solora_node.sim.exchange import Mailbox
-from solora_node.sim.method import RunContext, SimMethod
+from solora_node.protocol.blocks import BlockDelta, MaskRecord
 from solora_node.sim.solora import edge_collisions, federation
+from solora_node.sim.strategy import RunContext, Strategy
 from solora_node.train import LocalTrainer
 from solora_node.train.evaluate import MergedEval as DeviceEval
 from solora_node.train.evaluate import evaluate_all
@@ -38,7 +39,7 @@ def random_projection(seed: int, layer: str, rank: int, d_in: int) -> torch.Tens
     return torch.randn(rank, d_in, generator=generator) / d_in**0.5
 
 
-class LoriMethod(SimMethod):
+class LoriStrategy(Strategy):
     name = "lori"
     same_task_gossip = False
 
@@ -93,16 +94,13 @@ class LoriMethod(SimMethod):
         self._save(i)
         return losses
 
-    def publish(self, i: int, round_: int) -> BlockDelta:
+    def publish(self, i: int, round_: int, *, with_codes: bool) -> BlockDelta:
         masks = self.masks[i]
         assert masks is not None
-        version = BlockVersion(task=SHARED, round=round_, origin=self.devices[i].node_id)
-        return lori_delta(version, self.states[i], masks)
+        return lori_delta(self.version(i, round_), self.states[i], masks)
 
-    def mask_need(self, delta: BlockDelta, box: Mailbox) -> MaskRecord | None:
-        # Sent every round, as `bench payload` assumes: masks are per node and drift-free
-        # here, but a LoRI receiver has no agreement step that would let it cache them.
-        return self.records[self._index[delta.version.origin]]
+    def mask(self, i: int) -> MaskRecord | None:
+        return self.records[i]
 
     def own_block(self, i: int) -> Block:
         return self.states[i]
@@ -114,16 +112,11 @@ class LoriMethod(SimMethod):
         self.states[i] = {n: t.float() * masks[n] for n, t in block.items()}
 
     def dense(self, delta: BlockDelta, i: int) -> Block:
-        masks = self.masks[self._index[delta.version.origin]]
+        masks = self.masks[self.index(delta.version.origin)]  # the sender's own mask
         assert masks is not None
-        result = {}
-        for name, raw in delta.layers.items():
-            block = torch.zeros(masks[name].shape, dtype=torch.float32)
-            block[masks[name]] = decode_values(raw)
-            result[name] = block
-        return result
+        return dense_block(delta, masks)
 
-    def evaluate_device(self, i: int) -> DeviceEval:
+    def evaluate_device(self, i: int, foreign: Mapping[str, BlockDelta]) -> DeviceEval:
         self._load(i)
         self.so.freeze()
         self.so.use_task(SHARED)

@@ -1,4 +1,4 @@
-"""Poisoned peers for the robust-aggregation experiment (docs/topology.md, robust rules).
+"""Poisoned peers for the robust-aggregation experiment (docs/topology.md).
 
 A poisoner trains honestly but every same-task block it sends is replaced, as its
 receivers see it, by a scaled (sign-flipped, blown-up) or random copy. Only the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from solora_node.aggregate import Block
+from solora_node.federation.aggregate import Block
 
 POISONS = ("scaled", "random")
 

@@ -15,23 +15,24 @@ import torch
 
 from solora_node.model import load_base_model
 from solora_node.sim.config import SimConfig
-from solora_node.sim.dense import DenseLoraMethod, HardMoeMethod, LocalMethod
+from solora_node.sim.dense import DenseLoraStrategy, HardMoeStrategy, LocalStrategy
 from solora_node.sim.devices import Device, build_devices, eval_fingerprint, eval_sets
-from solora_node.sim.lori import LoriMethod
-from solora_node.sim.method import RunContext, SimMethod
-from solora_node.sim.solora import SoLoraMethod
+from solora_node.sim.lori import LoriStrategy
+from solora_node.sim.rounds import SimFederation
+from solora_node.sim.solora import SoLoraStrategy
+from solora_node.sim.strategy import RunContext, Strategy
 from solora_node.sim.topology import SimTopology, build_topology, task_consensus
 from solora_node.train.evaluate import MergedEval as DeviceEval
 from solora_node.train.evaluate import evaluate_all
 
 log = logging.getLogger(__name__)
 
-METHOD_CLASSES: dict[str, type[SimMethod]] = {
-    "lora": DenseLoraMethod,
-    "lori": LoriMethod,
-    "solora": SoLoraMethod,
-    "hard_moe": HardMoeMethod,
-    "local": LocalMethod,
+STRATEGIES: dict[str, type[Strategy]] = {
+    "lora": DenseLoraStrategy,
+    "lori": LoriStrategy,
+    "solora": SoLoraStrategy,
+    "hard_moe": HardMoeStrategy,
+    "local": LocalStrategy,
 }
 
 
@@ -68,25 +69,26 @@ def run_method(
     started = time.monotonic()
     loaded = load_base_model(config.model, cache_dir, seed=config.seed)
     torch.manual_seed(config.seed)
-    method = METHOD_CLASSES[name](RunContext(config, devices, topology, loaded, evals))
-    method.setup()
-    labels = tuple(box.label for box in method.boxes)
+    strategy = STRATEGIES[name](RunContext(config, devices, topology, loaded, evals))
+    sim = SimFederation(strategy, topology, config)
+    sim.start()
+    labels = tuple(strategy.label(d) for d in devices)
     rounds: list[dict[str, Any]] = []
     cumulative = 0
     for round_ in range(1, config.rounds + 1):
-        messages_before = method.wire.messages
-        loss, sent = method.run_round(round_)
+        outcome = sim.run_round(round_)
+        sent = outcome.traffic.bytes
         cumulative += sent
         entry: dict[str, Any] = {
             "round": round_,
-            "train_loss": loss,
+            "train_loss": _mean(outcome.losses),
             "bytes": sent,
             "bytes_cumulative": cumulative,
-            "messages": method.wire.messages - messages_before,
-            "consensus_distance": task_consensus(method.own_blocks(), labels),
+            "messages": outcome.traffic.messages,
+            "consensus_distance": task_consensus(strategy.own_blocks(), labels),
         }
         if round_ % config.eval_every == 0 or round_ == config.rounds:
-            device_evals = [method.evaluate_device(i) for i in range(len(devices))]
+            device_evals = [sim.evaluate(i) for i in range(len(devices))]
             entry.update(summarise(device_evals, config.tasks))
             # Per device (device order), for readers who exclude some (e.g. poisoners).
             entry["device_accuracy"] = [e.accuracy for e in device_evals]
@@ -96,7 +98,7 @@ def run_method(
             name,
             topology.kind,
             round_,
-            loss,
+            entry["train_loss"],
             sent,
             f", avg acc {entry['avg_accuracy']:.3f}" if "avg_accuracy" in entry else "",
         )
@@ -106,13 +108,13 @@ def run_method(
         "topology": topology.kind,
         "rounds": rounds,
         "bytes_total": cumulative,
-        "mask_bytes": method.wire.mask_bytes,
-        "messages": method.wire.messages,
+        "mask_bytes": sim.traffic.mask_bytes,
+        "messages": sim.traffic.messages,
         "seconds": time.monotonic() - started,
         "consensus_final": final["consensus_distance"],
         "neighbour_distance": {
-            "median": float(np.median(method.neighbour_distances or [np.nan])),
-            "max": float(np.max(method.neighbour_distances or [np.nan])),
+            "median": float(np.median(sim.neighbour_distances or [np.nan])),
+            "max": float(np.max(sim.neighbour_distances or [np.nan])),
         },
         "cluster_stats": topology.cluster_stats(),
         # What this run was scored on, so a reader can check every method saw the same sets.
@@ -129,7 +131,7 @@ def run_method(
     ):
         if key in final:
             result[key] = final[key]
-    collision = method.collision()
+    collision = strategy.collision()
     if collision is not None:
         result["collision_rate"] = collision
     return result

@@ -13,17 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from solora_node.net.topology import (
+from solora_node.federation.graph import (
     Graph,
-    Member,
     complete_graph,
     consensus_distance,
     metropolis_weights,
-    plan_topology,
     random_geometric_topology,
     ring_graph,
     spectral_gap,
 )
+from solora_node.federation.topology import Member, plan_topology
 from solora_node.sim.config import SimConfig
 from solora_node.sim.devices import Device
 

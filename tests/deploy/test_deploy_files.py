@@ -346,10 +346,10 @@ def test_topology_example_has_a_membership_of_known_tasks() -> None:
 
 
 def test_topology_example_plans_with_the_topology_command(probe_env: pytest.MonkeyPatch) -> None:
-    if importlib.util.find_spec("solora_node.net.topology") is None:
-        pytest.skip("solora_node.net.topology is not built yet")
+    if importlib.util.find_spec("solora_node.federation.topology") is None:
+        pytest.skip("solora_node.federation.topology is not built yet")
     from solora_node.commands.topology import load_membership
-    from solora_node.net.topology import plan_topology
+    from solora_node.federation.topology import plan_topology
 
     parsed, members = load_membership(CONFIGS / "topology.example.yaml", [])
     plan = plan_topology(

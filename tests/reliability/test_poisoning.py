@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from solora_node.aggregate import aggregate_blocks
+from solora_node.federation.aggregate import aggregate_blocks
 from tests.reliability.hostile import record
 
 SHAPES = {"q": (64, 4), "v": (32, 4)}
@@ -86,8 +86,9 @@ def _sim_states(**overrides: object) -> list[dict[str, torch.Tensor]]:
     from solora_node.model import load_base_model
     from solora_node.sim.config import SimConfig
     from solora_node.sim.devices import build_devices, eval_sets
-    from solora_node.sim.method import RunContext
-    from solora_node.sim.solora import SoLoraMethod
+    from solora_node.sim.rounds import SimFederation
+    from solora_node.sim.solora import SoLoraStrategy
+    from solora_node.sim.strategy import RunContext
     from solora_node.sim.topology import build_topology
 
     config = SimConfig(
@@ -104,11 +105,12 @@ def _sim_states(**overrides: object) -> list[dict[str, torch.Tensor]]:
     topology = build_topology(config.topology, devices, config)
     torch.manual_seed(0)
     loaded = load_base_model("tiny", Path("unused"), seed=0)
-    method = SoLoraMethod(RunContext(config, devices, topology, loaded, eval_sets(devices, 2)))
-    method.setup()
+    strategy = SoLoraStrategy(RunContext(config, devices, topology, loaded, eval_sets(devices, 2)))
+    sim = SimFederation(strategy, topology, config)
+    sim.start()
     for round_ in (1, 2):
-        method.run_round(round_)
-    return [dict(method.own_block(i)) for i in range(5)]
+        sim.run_round(round_)
+    return [dict(strategy.own_block(i)) for i in range(5)]
 
 
 @pytest.mark.parametrize("kind", ["scaled", "random"])

@@ -1,4 +1,4 @@
-"""Pieces of `solora-node sim` that need no model: config, topology, exchange, byte counts."""
+"""Pieces of `solora-node sim` that need no model: config, topology, transport, byte counts."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from solora_node.adapter.tensors import encode_values
+from solora_node.federation.ledger import Ledger
+from solora_node.federation.port import LedgerPort
 from solora_node.net.codec import encode_delta
-from solora_node.net.topology import Graph
 from solora_node.protocol.blocks import BlockDelta, BlockVersion
 from solora_node.sim.config import PRESETS, SimConfig, SimConfigError, from_mapping
-from solora_node.sim.exchange import Mailbox, exchange, newer
 from solora_node.sim.topology import SimTopology, build_topology
-from solora_node.sim.wire import WireCounter
+from solora_node.sim.transport import MemoryTransport
 
 
 def _delta(task: str, round_: int, origin: str, n: int = 4) -> BlockDelta:
@@ -40,34 +40,38 @@ def test_config_from_mapping_overrides_and_rejects() -> None:
         from_mapping({"tasks": ["a", "b"], "devices_per_task": [1]})
 
 
-def test_newer_is_later_round_then_lower_origin() -> None:
-    assert newer(BlockVersion("t", 2, "dev-09"), BlockVersion("t", 1, "dev-00"))
-    assert newer(BlockVersion("t", 2, "dev-00"), BlockVersion("t", 2, "dev-01"))
-    assert not newer(BlockVersion("t", 2, "dev-01"), BlockVersion("t", 2, "dev-00"))
-    assert newer(BlockVersion("t", 1, "x"), None)
+def _federation(labels: list[str]) -> tuple[list[Ledger], MemoryTransport]:
+    ledgers = [
+        Ledger(f"dev-{i:02d}", label, set(labels), 3, mask_agreement=False)
+        for i, label in enumerate(labels)
+    ]
+    ports = {
+        ledger.node_id: LedgerPort(ledger, federation_id="f", fingerprint="", block_shapes={})
+        for ledger in ledgers
+    }
+    return ledgers, MemoryTransport(ports)
 
 
-def test_exchange_relays_foreign_experts_once_and_counts_codec_bytes() -> None:
+def test_transport_relays_foreign_experts_once_and_counts_codec_bytes() -> None:
     # Path a0 - b1 - a2: b takes a's freshest block only (dev-00 beats dev-02 at equal
     # rounds), so dev-02's block is never sent to b.
-    boxes = [Mailbox("dev-00", "a"), Mailbox("dev-01", "b"), Mailbox("dev-02", "a")]
-    graph = Graph.from_edges(3, [(0, 1), (1, 2)])
-    for box in boxes:
-        box.own = _delta(box.label, 1, box.node_id)
-    wire = WireCounter()
-    sent = exchange(boxes, graph.neighbours, wire, lambda d, b: None, lambda d, b: d)
-    own = [b.own for b in boxes]
+    ledgers, transport = _federation(["a", "b", "a"])
+    for ledger in ledgers:
+        ledger.publish(_delta(ledger.task, 1, ledger.node_id))
+    edges = [("dev-00", "dev-01"), ("dev-01", "dev-00"), ("dev-01", "dev-02"), ("dev-02", "dev-01")]
+    traffic = transport.exchange(edges)
+    own = [ledger.own for ledger in ledgers]
     assert own[0] is not None and own[1] is not None
-    assert wire.messages == 3
-    assert sent == wire.total == len(encode_delta(own[0])) + 2 * len(encode_delta(own[1]))
-    assert boxes[1].foreign["a"].version.origin == "dev-00"  # freshest: lower origin wins
-    assert boxes[0].foreign["b"].version.origin == "dev-01"
-    # Round 2 without new training: b offers its held copy of a's block to both a's; dev-02
-    # takes dev-00's block into its inbox (origin is not itself), dev-00 refuses its own.
-    for box in boxes:
-        box.own = None
-    exchange(boxes, graph.neighbours, wire, lambda d, b: None, lambda d, b: d)
-    assert "dev-00" in boxes[2].inbox and "dev-00" not in boxes[0].inbox
+    assert traffic.messages == 3 and not traffic.refused
+    assert traffic.bytes == len(encode_delta(own[0])) + 2 * len(encode_delta(own[1]))
+    assert traffic.per_edge[("dev-02", "dev-01")] == 0
+    assert ledgers[1].foreign_blocks()["a"].version.origin == "dev-00"  # lower origin wins
+    assert ledgers[0].foreign_blocks()["b"].version.origin == "dev-01"
+    # Next exchange without new blocks: b relays dev-00's block to dev-02 (a neighbour's
+    # block of its own task), never back to dev-00 (it holds that version).
+    traffic = transport.exchange(edges)
+    assert "dev-00" in ledgers[2].cluster_blocks() and "dev-00" not in ledgers[0].cluster_blocks()
+    assert traffic.messages == 1
 
 
 def test_topologies_and_cluster_stats() -> None:

@@ -1,16 +1,18 @@
-"""Aggregation of one task's B blocks (DESIGN.md §2.4): gossip mean and robust rules.
+"""Aggregation of one task's B blocks (docs/topology.md): gossip mean and robust rules.
 
 A block is `dict[str, Tensor]`: per adapted layer, the B values of one task
 (dense, or the 1-D values under the shared mask; every copy must have the same
 keys and shapes). Every function here takes ONE task's blocks: different tasks
 are orthogonal experts, never competing estimates, so they are never averaged
-together. Foreign tasks' blocks are not averaged at all: `freshest` picks one.
+together. Foreign tasks' blocks are not averaged at all: the ledger keeps the freshest
+version of each (federation.versions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Literal, Protocol, TypeVar, cast
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -24,78 +26,17 @@ RULES: tuple[Rule, ...] = ("mean", "median", "trimmed_mean")
 _WEIGHT_TOLERANCE = 1e-6
 
 
+@dataclass(frozen=True)
+class AggregationRule:
+    """How a node combines its own block with its neighbours' (config `topology.*`)."""
+
+    rule: Rule = "mean"
+    trim_fraction: float = 0.2
+    clip_norm: float | None = None
+
+
 class TaskMismatchError(ValueError):
     """Blocks of different tasks were handed to one aggregation."""
-
-
-class Versioned(Protocol):
-    """What `fresh`/`freshest` need of a block's version (payload.BlockVersion has it)."""
-
-    @property
-    def task(self) -> str: ...
-
-    @property
-    def round(self) -> int: ...
-
-    @property
-    def origin(self) -> str: ...
-
-
-class HasRound(Protocol):
-    @property
-    def round(self) -> int: ...
-
-
-T = TypeVar("T")
-
-
-# ---------------------------------------------------------------------------
-# Which copies take part
-
-
-def fresh(
-    versions: Iterable[T], current_round: int, k: int, key: Callable[[T], HasRound] | None = None
-) -> list[T]:
-    """Bounded staleness: keep copies at most `k` rounds older than `current_round`.
-
-    A copy from a peer that is ahead (round > current_round) is kept: rounds are
-    not globally synchronised, and a faster peer's state is not stale. `key`
-    maps an item to its version (e.g. `lambda delta: delta.version`).
-    """
-    if k < 0:
-        raise ValueError(f"staleness bound k must be >= 0, got {k}")
-    get: Callable[[T], HasRound] = (
-        key if key is not None else cast(Callable[[T], HasRound], _identity)
-    )
-    return [item for item in versions if current_round - get(item).round <= k]
-
-
-def freshest(versions: Iterable[T], key: Callable[[T], Versioned] | None = None) -> dict[str, T]:
-    """Per task, the copy with the newest round; ties go to the lowest origin id.
-
-    For foreign blocks: the relayed copies of another task's block are versions
-    of one state, so the newest replaces the older (no averaging needed). The
-    tie-break only makes the choice deterministic across nodes.
-    """
-    get: Callable[[T], Versioned] = (
-        key if key is not None else cast(Callable[[T], Versioned], _identity)
-    )
-    best: dict[str, T] = {}
-    for item in versions:
-        version = get(item)
-        current = best.get(version.task)
-        if current is None:
-            best[version.task] = item
-            continue
-        held = get(current)
-        newer = version.round > held.round
-        if newer or (version.round == held.round and version.origin < held.origin):
-            best[version.task] = item
-    return best
-
-
-def _identity(item: object) -> object:
-    return item
 
 
 def check_task(task: str, tasks: Iterable[str]) -> None:

@@ -15,22 +15,24 @@ import torch
 
 from solora_node.commands import topology as topology_command
 from solora_node.config import ConfigError
-from solora_node.net.topology import (
+from solora_node.federation.graph import (
     Graph,
-    Member,
-    MembershipError,
-    _circulant_gap,
+    circulant_gap,
     circulant_graph,
     cluster_graph,
     complete_graph,
     consensus_distance,
-    election_order,
     metropolis_weights,
-    plan_diff,
-    plan_topology,
     random_geometric_topology,
     ring_graph,
     spectral_gap,
+)
+from solora_node.federation.topology import (
+    Member,
+    MembershipError,
+    election_order,
+    plan_diff,
+    plan_topology,
 )
 
 TASKS = ["arithmetic", "topic", "lang", "code"]
@@ -142,7 +144,7 @@ def test_gap_edge_cases() -> None:
 )
 def test_circulant_closed_form_gap_equals_eigenvalues(n: int, offsets: list[int]) -> None:
     w = metropolis_weights(circulant_graph(n, offsets))
-    assert _circulant_gap(n, offsets) == pytest.approx(spectral_gap(w), abs=1e-12)
+    assert circulant_gap(n, offsets) == pytest.approx(spectral_gap(w), abs=1e-12)
 
 
 # -- cluster graphs -----------------------------------------------------------------

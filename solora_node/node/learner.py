@@ -1,7 +1,8 @@
 """One node's local learning: base model + SO-LoRA adapter + task data + trainer.
 
-This is the "train" step of a round and nothing else: no network, no files. The daemon
-calls it from a worker thread; every method runs to completion without awaiting.
+This is the "train" step of a round, and the model side of the round step
+(federation.round.Participant): no network, no files. The daemon calls it from a
+worker thread; every method runs to completion without awaiting.
 """
 
 from __future__ import annotations
@@ -12,19 +13,28 @@ import threading
 import torch
 
 from solora_node.adapter import (
+    AdapterError,
     SoLoraModel,
+    apply_block,
+    block_tensors,
     calibrate,
     compute_codes,
+    dense_block,
+    extract_block,
     inject,
     install_mask,
+    mask_record,
+    set_block_tensors,
 )
 from solora_node.adapter.prompts import prompt_batches
 from solora_node.config import NodeConfig
 from solora_node.data.examples import TaskData
 from solora_node.data.tasks import load_task
+from solora_node.federation.aggregate import Block
 from solora_node.method_settings import mask_settings, solora_config, task_settings, train_settings
 from solora_node.model import LoadedModel, load_base_model
-from solora_node.protocol.blocks import MaskRecord
+from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord
+from solora_node.protocol.reasons import Reason
 from solora_node.train import LocalTrainer, evaluate
 
 log = logging.getLogger(__name__)
@@ -67,8 +77,12 @@ class LocalLearner:
     def mask_id(self) -> str:
         return self.so.mask_id(self.task)
 
+    def mask(self) -> MaskRecord:
+        """The mask this node trains under, as the record peers receive."""
+        return mask_record(self.so, self.task)
+
     def warm_up(self) -> list[float]:
-        """Dense local steps before the mask exists (DESIGN §2.2 step 1)."""
+        """Dense local steps before the mask exists (docs/method.md, step 1)."""
         steps = self.cfg.federation.warmup_steps
         if self.cfg.federation.mask_mode == "random" or steps == 0:
             return []
@@ -108,3 +122,34 @@ class LocalLearner:
             return evaluate(self.so.model, self.tokenizer, self.data, limit=limit)
         finally:
             self.so.train_task(self.task)
+
+    # ------------------------------------------------------------------ blocks
+
+    def block(self, version: BlockVersion, encoding: str, *, with_codes: bool) -> BlockDelta:
+        """A task's block as the wire payload (own task, or a foreign expert held)."""
+        return extract_block(self.so, version.task, version, encoding, include_codes=with_codes)
+
+    def install_foreign(self, delta: BlockDelta, record: MaskRecord | None) -> Reason:
+        """federation.ledger.Installer: put another task's freshest block into the model."""
+        try:
+            so = self.so
+            if not so.has_mask(delta.task) or so.mask_id(delta.task) != delta.mask_id:
+                if record is None:
+                    return Reason.MASK_UNKNOWN
+                install_mask(so, record)
+            apply_block(so, delta, expected_mask_id=delta.mask_id)
+        except AdapterError as err:
+            log.warning("refused block of %s from %s: %s", delta.task, delta.version.origin, err)
+            return Reason.REFUSED_BY_STORE
+        return Reason.OK
+
+    # ------------------------------------------------------------------ Participant
+
+    def own_block(self) -> Block:
+        return block_tensors(self.so, self.task)
+
+    def set_own_block(self, block: Block) -> None:
+        set_block_tensors(self.so, self.task, block)
+
+    def dense(self, delta: BlockDelta) -> Block:
+        return dense_block(delta, self.so.masks(self.task))

@@ -1,25 +1,21 @@
-"""Aggregation of one task's blocks: gossip mean, robust rules, staleness and freshest copies."""
+"""Aggregation of one task's blocks: gossip mean and the robust rules."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
-from solora_node.aggregate import (
+from solora_node.federation.aggregate import (
     TaskMismatchError,
     aggregate_blocks,
     clip_to,
     coordinate_median,
-    fresh,
-    freshest,
     gossip_average,
     trimmed_mean,
 )
-from solora_node.net.topology import Member, consensus_distance, plan_topology
-from solora_node.protocol.blocks import BlockVersion
+from solora_node.federation.graph import consensus_distance
+from solora_node.federation.topology import Member, plan_topology
 
 
 def block(*values: float, scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -172,40 +168,3 @@ def test_blocks_of_different_tasks_are_never_mixed() -> None:
         aggregate_blocks(own, [x], [0.5], neighbour_tasks=["arithmetic"])
     ok = aggregate_blocks(own, [x], [0.5], task="arithmetic", neighbour_tasks=["arithmetic"])
     assert ok["q"].item() == pytest.approx(1.5)
-
-
-# -- versions ------------------------------------------------------------------------------
-
-
-def test_fresh_applies_bounded_staleness() -> None:
-    versions = [BlockVersion("t", r, "a") for r in (3, 5, 7, 8, 9)]
-    assert [v.round for v in fresh(versions, current_round=8, k=2)] == [7, 8, 9]
-    assert [v.round for v in fresh(versions, current_round=8, k=0)] == [8, 9]  # ahead is kept
-    with pytest.raises(ValueError):
-        fresh(versions, 8, -1)
-
-
-@dataclass(frozen=True)
-class Delta:
-    version: BlockVersion
-    payload: str
-
-
-def test_fresh_and_freshest_with_key() -> None:
-    deltas = [Delta(BlockVersion("t", 4, "b"), "x"), Delta(BlockVersion("t", 1, "a"), "y")]
-    assert [d.payload for d in fresh(deltas, 5, 2, key=lambda d: d.version)] == ["x"]
-    assert freshest(deltas, key=lambda d: d.version)["t"].payload == "x"
-
-
-def test_freshest_picks_newest_per_task_with_deterministic_ties() -> None:
-    versions = [
-        BlockVersion("topic", 4, "n7"),
-        BlockVersion("topic", 6, "n9"),
-        BlockVersion("topic", 6, "n3"),
-        BlockVersion("code", 2, "n1"),
-        BlockVersion("code", 1, "n0"),
-    ]
-    best = freshest(versions)
-    assert best == {"topic": BlockVersion("topic", 6, "n3"), "code": BlockVersion("code", 2, "n1")}
-    assert freshest(list(reversed(versions))) == best
-    assert freshest([]) == {}

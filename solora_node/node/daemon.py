@@ -1,0 +1,381 @@
+"""The node daemon: lifecycle, and the round loop that wires the federation core to I/O.
+
+One round reads like docs/node.md: train -> encode -> exchange -> aggregate ->
+checkpoint -> report. The policy (what to accept, which blocks to average, mask
+agreement) is federation/; this module only moves data between it, the learner, the
+gRPC transport, the disk and the metrics. There is no global barrier: a node exchanges
+with whichever neighbours answer within the deadline and averages what it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from solora_node import __version__
+from solora_node.config import NodeConfig
+from solora_node.federation import round as round_step
+from solora_node.federation.aggregate import AggregationRule
+from solora_node.federation.ledger import Ledger
+from solora_node.federation.port import LedgerPort
+from solora_node.federation.topology import Member, TopologyPlan, plan_topology
+from solora_node.metrics import NodeMetrics
+from solora_node.net.client import PeerClient
+from solora_node.net.discovery import Advertisement, Discovery
+from solora_node.net.limits import WireLimits
+from solora_node.net.membership import MembershipView
+from solora_node.net.security import load_tls
+from solora_node.net.server import PeerServer
+from solora_node.node import telemetry
+from solora_node.node.learner import LocalLearner
+from solora_node.node.peers import Peers
+from solora_node.node.snapshot import restore_snapshot, save_snapshot
+from solora_node.protocol import messages as wire
+from solora_node.protocol.blocks import BlockVersion
+from solora_node.protocol.messages import PROTOCOL_VERSION
+from solora_node.store import CheckpointStore, atomic_write_bytes
+
+log = logging.getLogger("solora_node.node")
+
+RUNTIME_INFO = "node.json"
+SUMMARY = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+# The wire's own staleness check is relaxed for the daemon: foreign experts may come from
+# a slower cluster and are still the freshest copy; own-task staleness is enforced by the
+# ledger (refused as STALE_ROUND) and by aggregation.
+FOREIGN_STALENESS = 1 << 30
+STOP_GRACE_S = 3.0  # SIGTERM -> exit within 10 s: this, the gRPC grace, a checkpoint, goodbye
+
+
+class Node:
+    """One solora-node process: call `await run()`; `request_stop()` ends it gracefully."""
+
+    def __init__(self, cfg: NodeConfig, learner: LocalLearner | None = None) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.node.id
+        self._learner = learner
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.discovery: Discovery | None = None
+        self.rounds_done = 0
+        self.plan: TopologyPlan | None = None
+        self.codes = round_step.CodesSchedule()
+        topo = cfg.topology
+        self.rule = AggregationRule(topo.aggregation, topo.trim_fraction, topo.clip_norm)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.start()
+        rounds = asyncio.create_task(self.round_loop(), name="rounds")
+        stopping = asyncio.create_task(self._stop.wait(), name="stop-signal")
+        try:
+            await asyncio.wait({rounds, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not rounds.done():
+                # Let a round that is nearly done finish; a long exchange is cancelled
+                # (peers see a cancelled stream and keep what was acknowledged).
+                done, _ = await asyncio.wait({rounds}, timeout=STOP_GRACE_S)
+                if not done:
+                    rounds.cancel()
+            await asyncio.gather(rounds, return_exceptions=True)
+            if rounds.done() and not rounds.cancelled() and rounds.exception() is not None:
+                raise rounds.exception()  # type: ignore[misc]
+        finally:
+            stopping.cancel()
+            await self.stop()
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        tls = load_tls(cfg.network, self.node_id)  # fails before anything is loaded
+        if self._learner is None:
+            log.info("loading model %s and task %s", cfg.model.base, cfg.task.name)
+            self._learner = await asyncio.to_thread(LocalLearner, cfg)
+        learner = self.learner = self._learner
+        so = learner.so
+        self.metrics = NodeMetrics(tasks=cfg.federation.tasks)
+        self.metrics.set_info(
+            node_id=self.node_id,
+            task=cfg.task.name,
+            federation=cfg.federation.id,
+            version=__version__,
+        )
+        self.store = CheckpointStore(
+            Path(cfg.node.data_dir) / CHECKPOINT_DIR,
+            keep=cfg.rounds.checkpoint_keep,
+            node_id=self.node_id,
+            federation=cfg.federation.id,
+            fingerprint=so.fingerprint,
+        )
+        self.ledger = Ledger(
+            self.node_id,
+            cfg.task.name,
+            so.tasks,
+            cfg.topology.staleness_rounds,
+            installer=learner.install_foreign,
+        )
+        self.port = LedgerPort(
+            self.ledger,
+            federation_id=cfg.federation.id,
+            fingerprint=so.fingerprint,
+            block_shapes=so.block_shapes(),
+            code_shapes={name: (so.shapes[name][1],) for name in so.code_layers},
+            known_peers=lambda: self.peers.known_peers(),
+            on_peer=lambda ctx: self.peers.on_peer(ctx),
+        )
+        await asyncio.to_thread(self._restore)
+        self.metrics.round.set(self.ledger.round)  # a resumed node reports its round at once
+        limits = dataclasses.replace(
+            WireLimits.from_config(cfg.network, cfg.topology), staleness_rounds=FOREIGN_STALENESS
+        )
+        observer = self.observer = telemetry.WireMetrics(self.metrics, self.port)
+        allow = cfg.network.allow_node_ids
+        self.server = PeerServer(
+            self.port,
+            limits=limits,
+            tls=tls,
+            host=cfg.network.listen_host,
+            port=cfg.network.port,
+            allow_node_ids=allow,
+            observer=observer,
+        )
+        self.client = PeerClient(
+            self.port, limits=limits, tls=tls, allow_node_ids=allow, observer=observer
+        )
+        grpc_port = await self.server.start()
+        metrics_port = 0
+        if cfg.metrics.enabled:
+            metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        advert = Advertisement.from_config(
+            cfg,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            protocol=PROTOCOL_VERSION,
+            fingerprint=so.fingerprint,
+        )
+        self.port.address = f"{advert.hosts[0]}:{grpc_port}" if advert.hosts else ""
+        self.view = MembershipView(
+            advert.as_peer(),
+            cfg.network.liveness_deadline_s,
+            bootstrap=cfg.network.bootstrap_peers,
+        )
+        self.view.bind(asyncio.get_running_loop())
+        self.peers = Peers(cfg, self.view, self.client, so.fingerprint, self._stop)
+        if cfg.discovery.mdns:
+            self.discovery = Discovery(advert, self.view, interfaces=cfg.discovery.interfaces)
+            await self.discovery.start()
+        self._tasks = [
+            asyncio.create_task(self.peers.liveness_loop(self.metrics), name="liveness"),
+            asyncio.create_task(self.peers.bootstrap_loop(), name="bootstrap"),
+        ]
+        log.info(
+            "node %s (task %s) serving gRPC on %s, metrics on %s, round %d",
+            self.node_id,
+            cfg.task.name,
+            grpc_port,
+            metrics_port or "off",
+            self.ledger.round,
+        )
+        self.grpc_port, self.metrics_port = grpc_port, metrics_port
+        self._write_runtime_info()
+
+    def _write_runtime_info(self) -> None:
+        """data_dir/node.json: the ports actually bound (config may say 0) and the pid,
+        for operators, the demo and tests; rewritten atomically at every start."""
+        info = {
+            "node_id": self.node_id,
+            "task": self.cfg.task.name,
+            "pid": os.getpid(),
+            "grpc_port": self.grpc_port,
+            "metrics_port": self.metrics_port,
+            "address": self.port.address,
+        }
+        atomic_write_bytes(Path(self.cfg.node.data_dir) / RUNTIME_INFO, json.dumps(info).encode())
+
+    async def stop(self) -> None:
+        """Stop taking exchanges, checkpoint, say goodbye on mDNS, close everything."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.stop(grace=2.0)
+        await asyncio.to_thread(self._checkpoint, self.ledger.round)
+        if self.discovery is not None:
+            await self.discovery.close()
+        self.view.unbind()
+        await self.client.close()
+        self._write_summary()
+        self.metrics.stop()
+        self.store.close()
+        log.info("node %s stopped at round %d", self.node_id, self.ledger.round)
+
+    def _write_summary(self) -> None:
+        """data_dir/summary.json at exit: what this run did (the demo reads it)."""
+        totals = self.observer.totals
+        summary = {
+            "node_id": self.node_id,
+            "task": self.cfg.task.name,
+            "round": self.ledger.round,
+            "rounds_this_run": self.rounds_done,
+            "bytes_sent": {k: totals[(k, "sent")] for k in ("delta", "control")},
+            "bytes_received": {k: totals[(k, "received")] for k in ("delta", "control")},
+            "items_sent": self.observer.items_sent,
+            "neighbours": [n.peer.node_id for n in self.port.neighbours],
+            "eval_accuracy": self.port.details.get("eval_accuracy"),
+        }
+        atomic_write_bytes(Path(self.cfg.node.data_dir) / SUMMARY, json.dumps(summary).encode())
+
+    # ------------------------------------------------------------------ the round
+
+    async def round_loop(self) -> None:
+        if not self.learner.calibrated:
+            await self._agree_mask()
+        max_rounds = self.cfg.rounds.max_rounds
+        while not self._stop.is_set() and (max_rounds is None or self.ledger.round < max_rounds):
+            started = time.monotonic()
+            round_ = round_step.next_round(self.ledger)
+            plan = self._plan()
+            losses = await asyncio.to_thread(self.learner.train_round)  # train
+            self._publish(round_)  # encode
+            await self._exchange(plan)  # send/receive
+            outcome = round_step.aggregate_round(  # aggregate
+                self.ledger, self.learner, round_, plan.mixing_weights(self.node_id), self.rule
+            )
+            if outcome.adopted is not None:
+                log.info("adopted the cluster head's mask %s", outcome.adopted.mask_id)
+            if outcome.peers:
+                self.metrics.delta_applied("own", len(outcome.peers))
+            await asyncio.to_thread(self._checkpoint, round_)  # checkpoint
+            await self._report(round_, losses, outcome.distance, time.monotonic() - started)
+            self.rounds_done += 1
+
+    async def _agree_mask(self) -> None:
+        """Warm up, then train under the cluster's mask if one exists, else calibrate our own."""
+        losses = await asyncio.to_thread(self.learner.warm_up)
+        if losses:
+            self.metrics.local_steps.inc(len(losses))
+        self._plan()
+        candidate = round_step.cluster_mask(self.ledger)
+        if candidate is not None:
+            await asyncio.to_thread(self.learner.adopt_mask, candidate)
+            log.info("adopted cluster mask %s", candidate.mask_id)
+        else:
+            mask_id = await asyncio.to_thread(self.learner.calibrate)
+            log.info("calibrated own mask %s", mask_id)
+        self._publish(self.ledger.round, settling=True)
+
+    def _publish(self, round_: int, *, settling: bool = False) -> None:
+        """Snapshot own block at a round boundary: what peers get until the next one."""
+        if not self.learner.calibrated:
+            self.ledger.advance(round_)
+            return
+        with_codes = self.codes.due(round_, settling=settling)
+        version = BlockVersion(task=self.learner.task, round=round_, origin=self.node_id)
+        block = self.learner.block(version, self.cfg.federation.wire_dtype, with_codes=with_codes)
+        record = self.learner.mask()
+        self.ledger.train_under(record)
+        self.ledger.publish(block, record)
+
+    def _plan(self) -> TopologyPlan:
+        members = [Member(p.node_id, p.task) for p in self.view.live_members()]
+        tasks = list(self.cfg.federation.tasks)
+        plan = plan_topology(
+            [m for m in members if m.task in tasks],
+            tasks,
+            self.cfg.topology.max_degree,
+            self.cfg.topology.bridges_per_cluster,
+        )
+        if self.plan is None or plan.edges != self.plan.edges:
+            log.info(
+                "topology: %d nodes, neighbours %s", len(members), plan.neighbours(self.node_id)
+            )
+        self.plan = plan
+        self.ledger.set_head(plan.cluster(self.cfg.task.name).head)
+        peers = self.peers
+        self.port.neighbours = tuple(
+            wire.NeighbourStatus(
+                peer=wire.PeerAddress(
+                    node_id=n, address=peers.address(n) or "", task=peers.task_of(n)
+                ),
+                state=peers.state_name(n),
+                role="cluster" if n in plan.cluster_neighbours(self.node_id) else "bridge",
+            )
+            for n in plan.neighbours(self.node_id)
+        )
+        return plan
+
+    async def _exchange(self, plan: TopologyPlan) -> list[wire.ExchangeResult]:
+        """One exchange (both directions) with every neighbour, all at once, bounded in time."""
+        calls = []
+        for peer_id in plan.neighbours(self.node_id):
+            address = self.peers.address(peer_id)
+            if address is not None:
+                calls.append(self.client.exchange(address, expected_node_id=peer_id))
+        if not calls:
+            return []
+        results = list(await asyncio.gather(*calls))
+        self.peers.record_exchanges(results)
+        return results
+
+    async def _report(
+        self, round_: int, losses: list[float], distance: float, seconds: float
+    ) -> None:
+        m = self.metrics
+        telemetry.report_training(m, round_, losses, seconds)
+        m.consensus_distance.set(distance)
+        m.blocks_held.set(len(self.ledger.held()))
+        m.set_peers(**self.view.counts())
+        so, task = self.learner.so, self.learner.task
+        telemetry.report_topology(m, self.plan, task)
+        if so.has_mask(task):
+            blocks = self.ledger.cluster_blocks().values()
+            masks = {d.mask_id: r for d in blocks if (r := self.ledger.mask(d.mask_id))}
+            telemetry.report_mask(m, so.masks(task), blocks, masks)
+        if round_ % self.cfg.metrics.eval_every == 0:
+            accuracy = await asyncio.to_thread(
+                self.learner.evaluate_own, self.cfg.task.eval_examples
+            )
+            m.set_eval_accuracy(task, accuracy)
+            self.port.details["eval_accuracy"] = f"{accuracy:.4f}"
+        if losses:
+            self.port.details["train_loss"] = f"{telemetry.mean(losses):.4f}"
+        log.info(
+            "round %d: loss %.4f, %d neighbours, consensus distance %.3g, %.1fs",
+            round_,
+            telemetry.mean(losses),
+            len(self.port.neighbours),
+            distance,
+            seconds,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self, round_: int) -> None:
+        save_snapshot(self.store, self.learner, self.ledger, self.cfg, round_)
+
+    def _restore(self) -> None:
+        restored = restore_snapshot(self.store, self.learner, self.ledger, self.cfg)
+        if restored is None:
+            return
+        round_, path = restored
+        self._publish(round_)
+        log.info("resumed from checkpoint round %d (%s)", round_, path)
+
+
+async def run_node(cfg: NodeConfig) -> int:
+    """Run until SIGTERM/SIGINT or max_rounds; exit code 0 on a graceful stop."""
+    import signal
+
+    node = Node(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.request_stop)
+    await node.run()
+    return 0
