@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,6 +34,7 @@ from solora_node.adapter import (
 from solora_node.adapter.checkpoint import save_checkpoint
 from solora_node.aggregate import aggregate_blocks
 from solora_node.book import BlockBook
+from solora_node.checkpoint_guard import CheckpointGuard
 from solora_node.config import NodeConfig
 from solora_node.learner import LocalLearner
 from solora_node.metrics import NodeMetrics
@@ -45,6 +47,8 @@ from solora_node.net.reasons import Reason
 from solora_node.net.security import load_tls
 from solora_node.net.server import PeerServer
 from solora_node.net.topology import Member, TopologyPlan, consensus_distance, plan_topology
+from solora_node.ops_metrics import OperatorMetrics
+from solora_node.startup import check_port_free, check_writable_dir, os_failure
 from solora_node.store import CheckpointStore, atomic_write_bytes
 
 log = logging.getLogger("solora_node.node")
@@ -114,7 +118,11 @@ class Node:
         self._stop.set()
 
     async def run(self) -> None:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self._abort_start()
+            raise
         rounds = asyncio.create_task(self.round_loop(), name="rounds")
         stopping = asyncio.create_task(self._stop.wait(), name="stop-signal")
         try:
@@ -135,6 +143,7 @@ class Node:
     async def start(self) -> None:
         cfg = self.cfg
         tls = load_tls(cfg.network, self.node_id)  # fails before anything is loaded
+        check_writable_dir("node.data_dir", cfg.node.data_dir)
         if self._learner is None:
             log.info("loading model %s and task %s", cfg.model.base, cfg.task.name)
             self._learner = await asyncio.to_thread(LocalLearner, cfg)
@@ -146,6 +155,8 @@ class Node:
             federation=cfg.federation.id,
             version=__version__,
         )
+        self.ops = OperatorMetrics(self.metrics.registry)
+        self.checkpoints = CheckpointGuard(self.ops.checkpoint_skipped)
         self.store = CheckpointStore(
             Path(cfg.node.data_dir) / CHECKPOINT_DIR,
             keep=cfg.rounds.checkpoint_keep,
@@ -181,10 +192,16 @@ class Node:
         self.client = PeerClient(
             self.book, limits=limits, tls=tls, allow_node_ids=allow, observer=observer
         )
-        grpc_port = await self.server.start()
+        # Both ports are checked before either is bound, and mDNS comes after both.
+        check_port_free("network.port", cfg.network.listen_host, cfg.network.port)
+        if cfg.metrics.enabled:
+            check_port_free("metrics.port", cfg.metrics.host, cfg.metrics.port)
+        with os_failure("network.port", f"serve gRPC on port {cfg.network.port}"):
+            grpc_port = await self.server.start()
         metrics_port = 0
         if cfg.metrics.enabled:
-            metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+            with os_failure("metrics.port", f"serve metrics on port {cfg.metrics.port}"):
+                metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         advert = Advertisement.from_config(
             cfg,
             grpc_port=grpc_port,
@@ -216,7 +233,17 @@ class Node:
             self.book.round,
         )
         self.grpc_port, self.metrics_port = grpc_port, metrics_port
-        self._write_runtime_info()
+        with os_failure("node.data_dir", f"write {RUNTIME_INFO}"):
+            self._write_runtime_info()
+
+    async def _abort_start(self) -> None:
+        """Release what a failed start already holds (ports, lock), so the exit is clean."""
+        if getattr(self, "server", None) is not None:
+            await self.server.stop(grace=0)
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.stop()
+        if getattr(self, "store", None) is not None:
+            self.store.close()
 
     def _write_runtime_info(self) -> None:
         """data_dir/node.json: the ports actually bound (config may say 0) and the pid,
@@ -238,7 +265,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.server.stop(grace=2.0)
-        await asyncio.to_thread(self._checkpoint, self.book.round)
+        await asyncio.to_thread(self.checkpoints.save, self._checkpoint, self.book.round)
         if self.discovery is not None:
             await self.discovery.close()
         self.view.unbind()
@@ -280,7 +307,7 @@ class Node:
             self.book.publish_own(round_, self.cfg.federation.wire_dtype)  # encode
             await self._exchange(plan)  # send/receive
             distance = self._aggregate(plan, round_)  # aggregate
-            await asyncio.to_thread(self._checkpoint, round_)  # checkpoint
+            await asyncio.to_thread(self.checkpoints.save, self._checkpoint, round_)  # checkpoint
             await self._report(round_, losses, distance, time.monotonic() - started)  # report
             self.rounds_done += 1
 
@@ -616,13 +643,17 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(event.wait(), timeout=seconds)
 
 
-async def run_node(cfg: NodeConfig) -> int:
-    """Run until SIGTERM/SIGINT or max_rounds; exit code 0 on a graceful stop."""
-    import signal
+def _stop_on_signal(node: Node, sig: int) -> None:
+    log.info("received %s: stopping gracefully", signal.Signals(sig).name)
+    node.request_stop()
 
+
+async def run_node(cfg: NodeConfig) -> int:
+    """Run until SIGTERM/SIGINT/SIGHUP or max_rounds; exit code 0 on a graceful stop."""
     node = Node(cfg)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, node.request_stop)
+    # SIGHUP (terminal closed, `kill -HUP`) is a graceful stop too: see docs/operations.md.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, _stop_on_signal, node, sig)
     await node.run()
     return 0
