@@ -157,6 +157,8 @@ class Node:
         )
         self.ops = OperatorMetrics(self.metrics.registry)
         self.checkpoints = CheckpointGuard(self.ops.checkpoint_skipped)
+        if tls is not None:
+            self.ops.certificate_expiry.set(tls.expiry_timestamp)
         self.store = CheckpointStore(
             Path(cfg.node.data_dir) / CHECKPOINT_DIR,
             keep=cfg.rounds.checkpoint_keep,
