@@ -216,6 +216,7 @@ class Node:
             advert.as_peer(),
             cfg.network.liveness_deadline_s,
             bootstrap=cfg.network.bootstrap_peers,
+            allow=cfg.network.allow_node_ids,
         )
         self.view.bind(asyncio.get_running_loop())
         self.view.add_listener(self._on_membership)

@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -112,6 +112,7 @@ class MembershipView:
         max_failures: int = 3,
         bootstrap: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
+        allow: Collection[str] | None = None,
     ) -> None:
         if liveness_deadline_s <= 0:
             raise ValueError("liveness_deadline_s must be positive")
@@ -128,6 +129,9 @@ class MembershipView:
             _split_host_port(item) for item in bootstrap
         )
         self._clock = clock
+        # network.allow_node_ids: anyone else is refused at every handshake, so it must
+        # never enter membership (or the plan), where it would flap live/suspect.
+        self.allow = frozenset(allow) if allow is not None else None
         self._entries: dict[str, _Entry] = {}
         # node id -> clock() of its goodbye: hearsay about a node that said
         # goodbye is ignored for a while, so stale exchange reports cannot
@@ -164,8 +168,8 @@ class MembershipView:
     # ---- reports -----------------------------------------------------------------
 
     def report(self, peer: PeerInfo) -> bool:
-        """A peer seen via `peer.source`; returns False when it is ignored (self, other
-        federation, other projection fingerprint, other protocol)."""
+        """A peer seen via `peer.source`; returns False when it is ignored (self, not on
+        the allow-list, other federation, other projection fingerprint, other protocol)."""
         if peer.node_id == self.self_peer.node_id:
             return False
         reason = self._incompatibility(peer)
@@ -314,6 +318,8 @@ class MembershipView:
 
     def _incompatibility(self, peer: PeerInfo) -> str | None:
         own = self.self_peer
+        if self.allow is not None and peer.node_id not in self.allow:
+            return "not_allowed"
         if peer.federation != own.federation:
             return "federation"
         if peer.fingerprint != own.fingerprint:

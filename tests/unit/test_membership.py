@@ -231,3 +231,15 @@ def test_bound_view_fires_deadline_timer_without_polling() -> None:
 def test_rejects_inconsistent_deadlines() -> None:
     with pytest.raises(ValueError):
         MembershipView(_peer("self", "self"), liveness_deadline_s=6.0, dead_after_s=1.0)
+
+
+def test_peer_off_the_allow_list_never_enters_membership(clock: FakeClock) -> None:
+    view = MembershipView(
+        _peer("self", "self"), liveness_deadline_s=6.0, clock=clock, allow=["a1", "self"]
+    )
+    for source in ("mdns", "bootstrap", "exchange"):
+        assert not view.report(_peer("intruder", source))
+    assert view.report(_peer("a1"))
+    assert set(view.peers()) == {"a1"}
+    assert [p.node_id for p in view.live_members()] == ["a1", "self"]
+    assert view.ignored("not_allowed") == {"intruder"}
