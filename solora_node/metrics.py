@@ -43,6 +43,7 @@ REASONS = (
     "unknown_task",
     "shutting_down",
     "protocol_error",
+    "identity_in_use",
     "wrong_shape",
     "wrong_dtype",
     "mask_mismatch",
@@ -58,6 +59,8 @@ REASONS = (
     "timeout",
     "refused_by_store",
     "unavailable",
+    "unknown_ca",
+    "cert_expired",
     OTHER,
 )
 

@@ -46,6 +46,7 @@ from solora_node.net.membership import MembershipView, PeerInfo, PeerState
 from solora_node.net.reasons import Reason
 from solora_node.net.security import load_tls
 from solora_node.net.server import PeerServer
+from solora_node.net.tls_watch import CERTIFICATE_REFUSALS, TlsWatch
 from solora_node.net.topology import Member, TopologyPlan, consensus_distance, plan_topology
 from solora_node.ops_metrics import OperatorMetrics
 from solora_node.startup import check_port_free, check_writable_dir, os_failure
@@ -159,6 +160,8 @@ class Node:
         self.checkpoints = CheckpointGuard(self.ops.checkpoint_skipped)
         if tls is not None:
             self.ops.certificate_expiry.set(tls.expiry_timestamp)
+        self.tls_watch = TlsWatch(self._tls_failed)
+        self.tls_watch.install()
         self.store = CheckpointStore(
             Path(cfg.node.data_dir) / CHECKPOINT_DIR,
             keep=cfg.rounds.checkpoint_keep,
@@ -248,6 +251,11 @@ class Node:
         if getattr(self, "store", None) is not None:
             self.store.close()
 
+    def _tls_failed(self, reason: str) -> None:
+        """A TLS handshake failed (gRPC core's log line): count it, show it in `status`."""
+        self.ops.tls_handshake_failed(reason)
+        self.book.details["tls_failures"] = self.tls_watch.summary()
+
     def _write_runtime_info(self) -> None:
         """data_dir/node.json: the ports actually bound (config may say 0) and the pid,
         for operators, the demo and tests; rewritten atomically at every start."""
@@ -276,6 +284,7 @@ class Node:
         self._write_summary()
         self.metrics.stop()
         self.store.close()
+        self.tls_watch.uninstall()
         log.info("node %s stopped at round %d", self.node_id, self.book.round)
 
     def _write_summary(self) -> None:
@@ -370,6 +379,8 @@ class Node:
         for result in results:
             if result.ok:
                 self.view.mark_alive(result.peer)
+            elif result.reason in CERTIFICATE_REFUSALS:  # it would only flap: leave it out
+                self.view.refuse(result.peer, result.reason.value)
             else:
                 self.view.mark_failed(result.peer)
         return list(results)

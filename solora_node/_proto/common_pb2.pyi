@@ -19,6 +19,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNKNOWN_TASK: _ClassVar[Reason]
     SHUTTING_DOWN: _ClassVar[Reason]
     PROTOCOL_ERROR: _ClassVar[Reason]
+    IDENTITY_IN_USE: _ClassVar[Reason]
     WRONG_SHAPE: _ClassVar[Reason]
     WRONG_DTYPE: _ClassVar[Reason]
     MASK_MISMATCH: _ClassVar[Reason]
@@ -34,6 +35,8 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIMEOUT: _ClassVar[Reason]
     REFUSED_BY_STORE: _ClassVar[Reason]
     UNAVAILABLE: _ClassVar[Reason]
+    UNKNOWN_CA: _ClassVar[Reason]
+    CERT_EXPIRED: _ClassVar[Reason]
 
 class Dtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +57,7 @@ BUSY: Reason
 UNKNOWN_TASK: Reason
 SHUTTING_DOWN: Reason
 PROTOCOL_ERROR: Reason
+IDENTITY_IN_USE: Reason
 WRONG_SHAPE: Reason
 WRONG_DTYPE: Reason
 MASK_MISMATCH: Reason
@@ -69,6 +73,8 @@ BAD_CHUNK: Reason
 TIMEOUT: Reason
 REFUSED_BY_STORE: Reason
 UNAVAILABLE: Reason
+UNKNOWN_CA: Reason
+CERT_EXPIRED: Reason
 DTYPE_UNSPECIFIED: Dtype
 FLOAT32: Dtype
 BFLOAT16: Dtype

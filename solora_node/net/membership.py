@@ -137,6 +137,9 @@ class MembershipView:
         # goodbye is ignored for a while, so stale exchange reports cannot
         # resurrect it; direct evidence always wins.
         self._departed: dict[str, float] = {}
+        # node id -> (clock() of the refusal, reason): a peer whose certificate we refused
+        # stays out of membership until forget_after_s has passed (then it may retry).
+        self._refused: dict[str, tuple[float, str]] = {}
         self._ignored = _Ignored()
         self._listeners: list[Callable[[MembershipEvent], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -201,6 +204,14 @@ class MembershipView:
                 events.extend(self._set_alive(entry, now))
         self._emit(events)
         return True
+
+    def refuse(self, node_id: str, reason: str) -> None:
+        """Its certificate was refused: drop it and ignore reports of it for forget_after_s."""
+        self._refused[node_id] = (self._clock(), reason)
+        self._ignored.add(reason, node_id)
+        entry = self._entries.pop(node_id, None)
+        if entry is not None:
+            self._emit([MembershipEvent("removed", entry.peer, PeerState.DEAD)])
 
     def goodbye(self, node_id: str) -> None:
         """The peer announced it is leaving (mDNS goodbye): drop it now."""
@@ -320,6 +331,11 @@ class MembershipView:
         own = self.self_peer
         if self.allow is not None and peer.node_id not in self.allow:
             return "not_allowed"
+        refused = self._refused.get(peer.node_id)
+        if refused is not None:
+            if self._clock() - refused[0] <= self.forget_after_s:
+                return refused[1]
+            del self._refused[peer.node_id]
         if peer.federation != own.federation:
             return "federation"
         if peer.fingerprint != own.fingerprint:

@@ -34,7 +34,9 @@ _REASON_VALUES = frozenset(r.value for r in Reason)
 # A TLS refusal happens before any RPC, so it only shows in the error text.
 _TLS_REASONS = (
     ("Hostname Verification", Reason.IDENTITY_MISMATCH),  # cert does not name the expected node
-    ("CERTIFICATE_VERIFY_FAILED", Reason.NOT_AUTHORISED),  # cert not from the federation CA
+    ("certificate has expired", Reason.CERT_EXPIRED),
+    ("certificate is not yet valid", Reason.CERT_EXPIRED),
+    ("CERTIFICATE_VERIFY_FAILED", Reason.UNKNOWN_CA),  # cert not from the federation CA
 )
 
 

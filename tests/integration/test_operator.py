@@ -10,6 +10,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from solora_node.testbed.local import LocalFederation, NodeSpec
+from solora_node.net.security import tls_section
+from solora_node.testbed.local import LocalFederation, NodeSpec, make_ca
 from tests.integration.federation import TINY_BASE, latest_checkpoint, metric, wait_until
 
 SOLO: dict[str, Any] = {**TINY_BASE, "discovery": {"mdns": False}}
@@ -157,3 +160,55 @@ def test_log_json_makes_every_line_one_json_object(tmp_path: Path) -> None:
     loggers = {e["logger"] for e in entries}
     assert "solora_node.node" in loggers
     assert "grpc.core" in loggers  # the failed TLS handshake, as gRPC core logged it
+
+
+# ---------------------------------------------------------------- certificates while running
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_foreign_ca_peer_is_explained_counted_and_shown_in_status(tmp_path: Path) -> None:
+    a1_port, rogue_port = _free_ports(2)
+    specs = [
+        NodeSpec("a1", "arithmetic", overrides={"network": {"port": a1_port}}),
+        NodeSpec("rogue", "arithmetic", overrides={"network": {"port": rogue_port}}),
+    ]
+    with LocalFederation(tmp_path, specs, SOLO, tls=True) as fed:
+        # rogue's files are consistent (its own CA), so it starts; it and the federation
+        # do not trust each other. Each dials the other (bootstrap).
+        other_ca = make_ca(tmp_path / "other", "it-fed", ["rogue"])
+        fed.reconfigure(
+            "rogue",
+            {"network": {"tls": tls_section(other_ca, "rogue"),
+                         "bootstrap_peers": [f"127.0.0.1:{a1_port}"]}},
+        )  # fmt: skip
+        fed.reconfigure("a1", {"network": {"bootstrap_peers": [f"127.0.0.1:{rogue_port}"]}})
+        fed.start()
+        fed.wait_ready()
+        failures = "solora_tls_handshake_failures_total{reason=unknown_ca}"
+        for node_id in ("a1", "rogue"):
+            wait_until(lambda: metric(fed, node_id, failures) >= 1, 60, f"{node_id} counts it")
+        assert metric(fed, "a1", "solora_peers{state=live}") == 0  # never a member
+        expiry = metric(fed, "a1", "solora_certificate_expiry_timestamp_seconds{}")
+        assert expiry > time.time() + 800 * 86400
+        done = subprocess.run(
+            [sys.executable, "-m", "solora_node", "status", "--json",
+             "--addr", f"127.0.0.1:{a1_port}",
+             "--config", str(fed.nodes["a1"].config_path), "--node-id", "a1"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "unknown_ca=" in json.loads(done.stdout)["details"]["tls_failures"]
+        fed.stop()
+    for node_id in ("a1", "rogue"):
+        text = fed.nodes[node_id].log_path.read_text(errors="replace")
+        assert "TLS handshake failed: the peer's certificate is not from our federation CA" in text
+        assert "not_authorised" not in text
