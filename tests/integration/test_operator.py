@@ -195,7 +195,7 @@ def test_foreign_ca_peer_is_explained_counted_and_shown_in_status(tmp_path: Path
         fed.wait_ready()
         failures = "solora_tls_handshake_failures_total{reason=unknown_ca}"
         for node_id in ("a1", "rogue"):
-            wait_until(lambda: metric(fed, node_id, failures) >= 1, 60, f"{node_id} counts it")
+            wait_until(lambda n=node_id: metric(fed, n, failures) >= 1, 60, f"{node_id} counts")
         assert metric(fed, "a1", "solora_peers{state=live}") == 0  # never a member
         expiry = metric(fed, "a1", "solora_certificate_expiry_timestamp_seconds{}")
         assert expiry > time.time() + 800 * 86400
