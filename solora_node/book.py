@@ -27,6 +27,7 @@ from solora_node.adapter import (
     mask_record,
 )
 from solora_node.adapter.payload import BlockDelta, BlockVersion, MaskRecord
+from solora_node.incarnation import newer_version
 from solora_node.learner import LocalLearner
 from solora_node.net.reasons import Reason
 from solora_node.net.store import (
@@ -41,6 +42,7 @@ from solora_node.net.store import (
     PeerInfo,
 )
 from solora_node.net.validate import expectation_from_mask
+from solora_node.recovery import OwnExpertRecovery
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +51,8 @@ MAX_MASKS = 64  # masks kept for relaying and checking; bounded against a flood 
 
 
 def _newer(a: BlockVersion, b: BlockVersion | None) -> bool:
-    """Freshest-version order for foreign blocks: later round, then lower origin id."""
-    if b is None:
-        return True
-    return (a.round, _neg(a.origin)) > (b.round, _neg(b.origin))
-
-
-def _neg(origin: str) -> tuple[int, ...]:
-    return tuple(-ord(c) for c in origin)
+    """Freshest-version order, incarnation-aware (solora_node/incarnation.py)."""
+    return newer_version(a, b)
 
 
 class BlockBook:
@@ -72,6 +68,7 @@ class BlockBook:
         staleness_rounds: int,
         known_peers: Callable[[], Iterable[PeerInfo]] = tuple,
         on_peer: Callable[[PeerContext], None] | None = None,
+        incarnation: int = 0,
     ) -> None:
         self.learner = learner
         self.so = learner.so
@@ -94,6 +91,8 @@ class BlockBook:
         self.exchanges: collections.deque[ExchangeResult] = collections.deque(maxlen=16)
         self.details: dict[str, str] = {}
         self._codes_round: int | None = None
+        self.incarnation = incarnation
+        self.recovery = OwnExpertRecovery(node_id, incarnation)
 
     # ------------------------------------------------------------------ local side
 
@@ -104,7 +103,9 @@ class BlockBook:
         self.round = round_
         if not self.learner.calibrated:
             return
-        version = BlockVersion(task=self.task, round=round_, origin=self.node_id)
+        version = BlockVersion(
+            task=self.task, round=round_, origin=self.node_id, incarnation=self.incarnation
+        )
         # Routing codes come from local data and barely change: ~7 kB that would ride on
         # every ~40 kB block. Sent with the first block and then every CODES_EVERY rounds,
         # which is enough for late joiners and relays to pick them up.
@@ -176,6 +177,7 @@ class BlockBook:
             round=self.round,
             held=tuple(self.held_versions()),
             peers=tuple(self._known_peers()),
+            incarnation=self.incarnation,
         )
 
     def observe_peer(self, peer: PeerContext) -> None:
@@ -207,10 +209,12 @@ class BlockBook:
         if d.task not in self.so.tasks:
             return False
         if d.task == self.task:
-            if d.origin == self.node_id or d.round + self.staleness_rounds < self.round:
+            if d.origin == self.node_id:
+                return self.recovery.wants(d.version)  # only a copy of a previous life
+            if d.round + self.staleness_rounds < self.round:
                 return False
             held = self.cluster_blocks.get(d.origin)
-            return held is None or d.round > held.version.round
+            return held is None or _newer(d.version, held.version)
         return _newer(d.version, self.foreign[d.task].version if d.task in self.foreign else None)
 
     def wants(self, peer: PeerContext, offered: Sequence[Descriptor]) -> Collection[int]:
@@ -236,6 +240,9 @@ class BlockBook:
         return Reason.OK
 
     def accept_delta(self, delta: BlockDelta, peer: PeerContext) -> Reason:
+        if delta.task == self.task and delta.version.origin == self.node_id:
+            self.recovery.offer(delta)  # applied by the node before it trains on
+            return Reason.OK
         if delta.task == self.task:
             return self._accept_own_task(delta)
         return self._accept_foreign(delta)

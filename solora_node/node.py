@@ -36,11 +36,14 @@ from solora_node.aggregate import aggregate_blocks
 from solora_node.book import BlockBook
 from solora_node.checkpoint_guard import CheckpointGuard
 from solora_node.config import NodeConfig
+from solora_node.identity import identity_verdict, refuse_if_live_elsewhere
+from solora_node.incarnation import new_incarnation
 from solora_node.learner import LocalLearner
 from solora_node.metrics import NodeMetrics
 from solora_node.net import store as wire
 from solora_node.net.client import PeerClient
 from solora_node.net.discovery import Advertisement, Discovery
+from solora_node.net.handshake import Verdict
 from solora_node.net.limits import PROTOCOL_VERSION, WireLimits
 from solora_node.net.membership import MembershipView, PeerInfo, PeerState
 from solora_node.net.reasons import Reason
@@ -49,6 +52,7 @@ from solora_node.net.server import PeerServer
 from solora_node.net.tls_watch import CERTIFICATE_REFUSALS, TlsWatch
 from solora_node.net.topology import Member, TopologyPlan, consensus_distance, plan_topology
 from solora_node.ops_metrics import OperatorMetrics
+from solora_node.recovery import adopt_copy
 from solora_node.startup import check_port_free, check_writable_dir, os_failure
 from solora_node.store import CheckpointStore, atomic_write_bytes
 
@@ -64,6 +68,7 @@ CHECKPOINT_DIR = "checkpoints"
 FOREIGN_STALENESS = 1 << 30
 MAX_FORGOTTEN = 256  # forgotten peers still re-dialled (bounded against id floods)
 REDIAL_EVERY = 5  # liveness intervals between re-dials of forgotten peers
+RECOVERY_WINDOW_S = 10.0  # a fresh node waits at most this long for its neighbours' copies
 STOP_GRACE_S = 3.0  # SIGTERM -> exit within 10 s: this, the gRPC grace, a checkpoint, goodbye
 
 
@@ -112,6 +117,8 @@ class Node:
         # ever dial them: we keep re-dialling them, slowly, until one answers.
         self._forgotten: collections.OrderedDict[str, PeerInfo] = collections.OrderedDict()
         self.plan: TopologyPlan | None = None
+        self.incarnation = new_incarnation()  # this process's life (solora_node/incarnation.py)
+        self.restored = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,6 +184,7 @@ class Node:
             staleness_rounds=cfg.topology.staleness_rounds,
             known_peers=self._known_peers,
             on_peer=self._on_peer,
+            incarnation=self.incarnation,
         )
         await asyncio.to_thread(self._restore)
         self.metrics.round.set(self.book.round)  # a resumed node reports its round at once
@@ -213,7 +221,9 @@ class Node:
             metrics_port=metrics_port,
             protocol=PROTOCOL_VERSION,
             fingerprint=self.learner.so.fingerprint,
+            incarnation=self.incarnation,
         )
+        self.server.servicer.admit = self._admit_identity
         self.book.address = f"{advert.hosts[0]}:{grpc_port}" if advert.hosts else ""
         self.view = MembershipView(
             advert.as_peer(),
@@ -223,6 +233,12 @@ class Node:
         )
         self.view.bind(asyncio.get_running_loop())
         self.view.add_listener(self._on_membership)
+        await refuse_if_live_elsewhere(
+            self.client,
+            self.node_id,
+            self.view.bootstrap_addresses,
+            confirm_after_s=cfg.network.liveness_deadline_s + cfg.network.health_interval_s,
+        )
         if cfg.discovery.mdns:
             self.discovery = Discovery(advert, self.view, interfaces=cfg.discovery.interfaces)
             await self.discovery.start()
@@ -250,6 +266,13 @@ class Node:
             self.metrics.stop()
         if getattr(self, "store", None) is not None:
             self.store.close()
+
+    def _admit_identity(self, hello: wire.Hello) -> Verdict | None:
+        """A second live process with one node id is refused (identity.py), and counted."""
+        verdict = identity_verdict(self.node_id, self.incarnation, self.view, hello)
+        if verdict is not None:
+            self.ops.identity_conflicts.inc()
+        return verdict
 
     def _tls_failed(self, reason: str) -> None:
         """A TLS handshake failed (gRPC core's log line): count it, show it in `status`."""
@@ -306,6 +329,8 @@ class Node:
     # ------------------------------------------------------------------ the round
 
     async def round_loop(self) -> None:
+        if not self.restored:
+            await self._recover_own_expert()
         if not self.learner.calibrated:
             await self._agree_mask()
         max_rounds = self.cfg.rounds.max_rounds
@@ -322,6 +347,25 @@ class Node:
             await asyncio.to_thread(self.checkpoints.save, self._checkpoint, round_)  # checkpoint
             await self._report(round_, losses, distance, time.monotonic() - started)  # report
             self.rounds_done += 1
+
+    async def _recover_own_expert(self) -> None:
+        """No checkpoint: first ask the neighbours for copies of our own expert (peers as
+        backup, solora_node/recovery.py); give up after one round of exchanges or a bound."""
+        self.book.recovery.active = True
+        started = time.monotonic()
+        alone_for = min(RECOVERY_WINDOW_S, self.cfg.network.liveness_deadline_s)
+        while not self._stop.is_set() and time.monotonic() - started < RECOVERY_WINDOW_S:
+            plan = self._plan()
+            results = await self._exchange(plan)
+            if self.book.recovery.best is not None or any(r.ok for r in results):
+                break
+            if not plan.neighbours(self.node_id) and time.monotonic() - started >= alone_for:
+                break  # nobody around to hold a copy: a new node, not a lost one
+            await _wait(self._stop, self.cfg.network.health_interval_s)
+        copy = self.book.recovery.finish()
+        if copy is not None:
+            encoding = self.cfg.federation.wire_dtype
+            await asyncio.to_thread(adopt_copy, self.learner, self.book, copy, encoding)
 
     async def _agree_mask(self) -> None:
         """Warm up, then train under the cluster's mask if one exists, else calibrate our own."""
@@ -485,7 +529,11 @@ class Node:
                 tensors[f"code/{task}/{layer}"] = code
         for task, delta in self.book.foreign.items():
             v = delta.version
-            meta["foreign"][task] = {"round": v.round, "origin": v.origin}
+            meta["foreign"][task] = {
+                "round": v.round,
+                "origin": v.origin,
+                "incarnation": v.incarnation,
+            }
         opt_tensors, opt_meta = self.learner.trainer.export_state()
         tensors.update({f"opt/{k}": v for k, v in opt_tensors.items()})
         meta["trainer"] = opt_meta
@@ -518,11 +566,17 @@ class Node:
         self.learner.restart_optimizer()
         self.learner.trainer.import_state(opt, meta.get("trainer", {}))
         for task, v in meta.get("foreign", {}).items():
-            version = BlockVersion(task=task, round=int(v["round"]), origin=str(v["origin"]))
+            version = BlockVersion(
+                task=task,
+                round=int(v["round"]),
+                origin=str(v["origin"]),
+                incarnation=int(v.get("incarnation", 0)),
+            )
             self.book.foreign[task] = extract_block(
                 so, task, version, self.cfg.federation.wire_dtype
             )
         self.book.publish_own(int(meta["round"]), self.cfg.federation.wire_dtype)
+        self.restored = True
         log.info("resumed from checkpoint round %d (%s)", ckpt.round, ckpt.path)
 
     # ------------------------------------------------------------------ peers
@@ -565,6 +619,7 @@ class Node:
                     protocol=hello.protocol_version,
                     fingerprint=hello.fingerprint,
                     source="bootstrap",
+                    incarnation=hello.incarnation,
                 )
             )
         for known in hello.peers:

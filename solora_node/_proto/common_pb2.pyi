@@ -83,16 +83,18 @@ INT8: Dtype
 UINT8: Dtype
 
 class BlockVersion(_message.Message):
-    __slots__ = ("task", "round", "origin", "mask_id")
+    __slots__ = ("task", "round", "origin", "mask_id", "incarnation")
     TASK_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     task: str
     round: int
     origin: str
     mask_id: str
-    def __init__(self, task: _Optional[str] = ..., round: _Optional[int] = ..., origin: _Optional[str] = ..., mask_id: _Optional[str] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, task: _Optional[str] = ..., round: _Optional[int] = ..., origin: _Optional[str] = ..., mask_id: _Optional[str] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class PeerInfo(_message.Message):
     __slots__ = ("node_id", "address", "task")

@@ -46,6 +46,7 @@ class PeerInfo:
     fingerprint: str
     source: PeerSource
     last_seen: float = 0.0  # clock() of the latest report; stamped by MembershipView
+    incarnation: int = 0  # the process's life (solora_node/incarnation.py); 0: unknown
 
 
 class PeerState(str, enum.Enum):
@@ -187,6 +188,10 @@ class MembershipView:
             self._departed.pop(peer.node_id, None)
         peer = dataclasses.replace(peer, last_seen=now)
         entry = self._entries.get(peer.node_id)
+        if entry is not None and not self.admits(peer.node_id, peer.incarnation):
+            # A second process with this id while the first is live: keep the first.
+            self._ignored.add("identity_in_use", peer.node_id)
+            return False
         events: list[MembershipEvent] = []
         if entry is None:
             state = PeerState.LIVE if direct else PeerState.SUSPECT
@@ -213,11 +218,24 @@ class MembershipView:
         if entry is not None:
             self._emit([MembershipEvent("removed", entry.peer, PeerState.DEAD)])
 
-    def goodbye(self, node_id: str) -> None:
-        """The peer announced it is leaving (mDNS goodbye): drop it now."""
-        entry = self._entries.pop(node_id, None)
+    def admits(self, node_id: str, incarnation: int) -> bool:
+        """False when another incarnation of node_id is live here: a copy, or a restart
+        whose previous life has not yet missed its liveness deadline."""
+        entry = self._entries.get(node_id)
+        if entry is None or not incarnation or not entry.peer.incarnation:
+            return True
+        return entry.peer.incarnation == incarnation or entry.state is not PeerState.LIVE
+
+    def goodbye(self, node_id: str, incarnation: int = 0) -> None:
+        """The peer announced it is leaving (mDNS goodbye): drop it now. A goodbye of
+        another incarnation (a copy, an old life) never removes the live one."""
+        entry = self._entries.get(node_id)
         if entry is None:
             return
+        if incarnation and entry.peer.incarnation and incarnation != entry.peer.incarnation:
+            log.info("ignored a goodbye of %s from another incarnation", node_id)
+            return
+        del self._entries[node_id]
         self._departed[node_id] = self._clock()
         self._emit([MembershipEvent("removed", entry.peer, PeerState.DEAD)])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,7 +19,7 @@ from solora_node.net.observe import NullObserver, RefusalLog, WireObserver
 from solora_node.net.reasons import Reason, WireError
 from solora_node.net.security import TlsMaterial, peer_certified_id
 from solora_node.net.session import ExchangeSession, SessionAborted
-from solora_node.net.store import BlockStore, PeerContext
+from solora_node.net.store import BlockStore, Hello, PeerContext
 
 log = logging.getLogger("solora_node.net.server")
 
@@ -94,6 +94,8 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
         self.refusal_log = RefusalLog()
         self.slots = _StreamSlots(limits.max_streams_per_peer)
         self.stopping = False
+        # The node's identity check (a second live holder of an id): a refusal or None.
+        self.admit: Callable[[Hello], Verdict | None] | None = None
 
     def _verdict(
         self, request: handshake_pb2.Hello, context: grpc.aio.ServicerContext
@@ -110,6 +112,8 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
             certified_id=certified,
             allow_node_ids=self.allow,
         )
+        if verdict.ok and self.admit is not None:
+            verdict = self.admit(remote) or verdict
         if self.stopping and verdict.ok:
             verdict = Verdict(Reason.SHUTTING_DOWN, "node is stopping")
         who = certified or remote.node_id

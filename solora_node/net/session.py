@@ -84,6 +84,7 @@ def encode_items(items: list[BlockDelta | MaskRecord]) -> list[_Outgoing]:
                 item.encoding,
                 len(data),
                 checksum(data),
+                incarnation=v.incarnation,
             )
         encoded.append(_Outgoing(d, data))
     return encoded
