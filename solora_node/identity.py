@@ -1,9 +1,9 @@
 """One node id, one live process: refusing a second concurrent holder of an id.
 
 Every process has an incarnation (solora_node/incarnation.py) that it sends in its
-hello and its mDNS TXT record. A hello that claims this node's own id from another
-incarnation, or the id of a live peer from another incarnation, is refused with
-IDENTITY_IN_USE (counted in solora_identity_conflicts_total); at start, a node whose
+hello and its mDNS TXT record. A hello that claims this node's own id, or the id of a
+live peer from another incarnation, is refused with IDENTITY_IN_USE (counted in
+solora_deltas_refused_total{reason="identity_in_use"}); at start, a node whose
 bootstrap peers refuse it that way exits with one line instead of trading deltas
 under someone else's identity.
 """
@@ -26,14 +26,9 @@ log = logging.getLogger("solora_node.identity")
 START_CHECK_TIMEOUT_S = 2.0
 
 
-def identity_verdict(
-    own_id: str, own_incarnation: int, view: MembershipView, hello: Hello
-) -> Verdict | None:
-    """IDENTITY_IN_USE for a second live holder of an id; None when the hello may pass."""
-    if not hello.incarnation:
-        return None  # an older peer without incarnations: nothing to compare
-    if hello.node_id == own_id and hello.incarnation != own_incarnation:
-        return Verdict(Reason.IDENTITY_IN_USE, f"node id {own_id!r} is live here already")
+def identity_verdict(view: MembershipView, hello: Hello) -> Verdict | None:
+    """IDENTITY_IN_USE for a second live holder of a peer's id; None when the hello may
+    pass. (A hello claiming this node's own id is refused by net/handshake.py.)"""
     if not view.admits(hello.node_id, hello.incarnation):
         return Verdict(
             Reason.IDENTITY_IN_USE,

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -43,7 +44,6 @@ from solora_node.metrics import NodeMetrics
 from solora_node.net import store as wire
 from solora_node.net.client import PeerClient
 from solora_node.net.discovery import Advertisement, Discovery
-from solora_node.net.handshake import Verdict
 from solora_node.net.limits import PROTOCOL_VERSION, WireLimits
 from solora_node.net.membership import MembershipView, PeerInfo, PeerState
 from solora_node.net.reasons import Reason
@@ -223,7 +223,6 @@ class Node:
             fingerprint=self.learner.so.fingerprint,
             incarnation=self.incarnation,
         )
-        self.server.servicer.admit = self._admit_identity
         self.book.address = f"{advert.hosts[0]}:{grpc_port}" if advert.hosts else ""
         self.view = MembershipView(
             advert.as_peer(),
@@ -233,6 +232,8 @@ class Node:
         )
         self.view.bind(asyncio.get_running_loop())
         self.view.add_listener(self._on_membership)
+        # A second live holder of a peer's id is refused (solora_node/identity.py).
+        self.server.servicer.admit = functools.partial(identity_verdict, self.view)
         await refuse_if_live_elsewhere(
             self.client,
             self.node_id,
@@ -266,13 +267,6 @@ class Node:
             self.metrics.stop()
         if getattr(self, "store", None) is not None:
             self.store.close()
-
-    def _admit_identity(self, hello: wire.Hello) -> Verdict | None:
-        """A second live process with one node id is refused (identity.py), and counted."""
-        verdict = identity_verdict(self.node_id, self.incarnation, self.view, hello)
-        if verdict is not None:
-            self.ops.identity_conflicts.inc()
-        return verdict
 
     def _tls_failed(self, reason: str) -> None:
         """A TLS handshake failed (gRPC core's log line): count it, show it in `status`."""

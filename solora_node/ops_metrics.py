@@ -1,5 +1,5 @@
-"""Operator-facing metrics of one node: skipped checkpoints, TLS handshake failures,
-identity conflicts and certificate expiry. Registered on the node's own registry."""
+"""Operator-facing metrics of one node: skipped checkpoints, TLS handshake failures and
+certificate expiry. Registered on the node's own registry."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def _bounded(value: str, allowed: tuple[str, ...]) -> str:
 
 
 class OperatorMetrics:
-    """solora_checkpoints_skipped_total, solora_tls_handshake_failures_total,
-    solora_identity_conflicts_total and solora_certificate_expiry_timestamp_seconds."""
+    """solora_checkpoints_skipped_total, solora_tls_handshake_failures_total and
+    solora_certificate_expiry_timestamp_seconds."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._skipped = Counter(
@@ -32,11 +32,6 @@ class OperatorMetrics:
             "solora_tls_handshake_failures",
             "TLS handshakes with peers that failed, by reason",
             ["reason"],
-            registry=registry,
-        )
-        self.identity_conflicts = Counter(
-            "solora_identity_conflicts",
-            "Hellos refused because another incarnation of that node id is live",
             registry=registry,
         )
         self.certificate_expiry = Gauge(

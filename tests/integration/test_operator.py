@@ -184,7 +184,7 @@ def test_foreign_ca_peer_is_explained_counted_and_shown_in_status(tmp_path: Path
     with LocalFederation(tmp_path, specs, SOLO, tls=True) as fed:
         # rogue's files are consistent (its own CA), so it starts; it and the federation
         # do not trust each other. Each dials the other (bootstrap).
-        other_ca = make_ca(tmp_path / "other", "it-fed", ["rogue"])
+        other_ca = make_ca(tmp_path / "other", SOLO["federation"]["id"], ["rogue"])
         fed.reconfigure(
             "rogue",
             {"network": {"tls": tls_section(other_ca, "rogue"),

@@ -46,20 +46,18 @@ def test_second_live_holder_of_an_id_is_refused() -> None:
     view = _view(clock)
     assert view.report(_peer("a1", incarnation=OLD))
     # A copy of a1 (another process) while a1 is live: refused, and kept out of the view.
-    verdict = identity_verdict("self", NEW, view, _hello("a1", NEW))
+    verdict = identity_verdict(view, _hello("a1", NEW))
     assert verdict is not None and verdict.reason is Reason.IDENTITY_IN_USE
     assert not view.report(_peer("a1", incarnation=NEW, grpc_port=9999))
     assert view.peer("a1") is not None and view.peer("a1").grpc_port != 9999  # type: ignore[union-attr]
     assert view.ignored("identity_in_use") == {"a1"}
-    # Our own id from another process is refused too; our own life and old peers pass.
-    own = identity_verdict("self", NEW, view, _hello("self", OLD))
-    assert own is not None and own.reason is Reason.IDENTITY_IN_USE
-    assert identity_verdict("self", NEW, view, _hello("a1", OLD)) is None
-    assert identity_verdict("self", NEW, view, _hello("a1", 0)) is None
+    # The live life itself and peers without incarnations pass.
+    assert identity_verdict(view, _hello("a1", OLD)) is None
+    assert identity_verdict(view, _hello("a1", 0)) is None
     # Once the old life missed its deadline (a kill -9 and restart), the new one is in.
     view.mark_failed("a1")
     assert view.state("a1") is PeerState.SUSPECT
-    assert identity_verdict("self", NEW, view, _hello("a1", NEW)) is None
+    assert identity_verdict(view, _hello("a1", NEW)) is None
     assert view.report(_peer("a1", incarnation=NEW))
 
 
