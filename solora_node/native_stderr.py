@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 GRPC_CORE_LOGGER = "grpc.core"
@@ -89,6 +90,17 @@ def capture_native_stderr(wrap_plain: bool) -> TextIO:
         sys.stderr.flush()
         os.dup2(original.fileno(), 2)  # the pipe's last writer closes: the pump sees EOF
         pump.join(timeout=2.0)
+        original.flush()
 
-    atexit.register(restore)
+    _restore_hooks.append(restore)
+    atexit.register(restore_native_stderr)
     return original
+
+
+_restore_hooks: list[Callable[[], None]] = []
+
+
+def restore_native_stderr() -> None:
+    """Give fd 2 back and drain the pipe; at exit, or before an os._exit (idempotent)."""
+    while _restore_hooks:
+        _restore_hooks.pop()()
