@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,9 +23,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure(level: str = "info", json_lines: bool = False, node_id: str = "") -> None:
-    """Replace the root handlers: logs go to stderr, stdout stays for --json output."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure(
+    level: str = "info", json_lines: bool = False, node_id: str = "", stream: TextIO | None = None
+) -> None:
+    """Replace the root handlers: logs go to stderr, stdout stays for --json output.
+
+    Python warnings become records too (logger py.warnings), so with json_lines every
+    line is one JSON object; `stream` is the original stderr once native_stderr has
+    taken over fd 2."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    logging.captureWarnings(True)
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:

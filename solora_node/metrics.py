@@ -43,6 +43,7 @@ REASONS = (
     "unknown_task",
     "shutting_down",
     "protocol_error",
+    "identity_in_use",
     "wrong_shape",
     "wrong_dtype",
     "mask_mismatch",
@@ -58,6 +59,8 @@ REASONS = (
     "timeout",
     "refused_by_store",
     "unavailable",
+    "unknown_ca",
+    "cert_expired",
     OTHER,
 )
 
@@ -92,7 +95,7 @@ METRIC_NAMES: tuple[str, ...] = (
 def _bounded(value: object, allowed: Iterable[str]) -> str:
     """The label value for `value`: itself if allowed, else "other".
 
-    str-valued enums (net.reasons.Reason) are read by their value, since
+    str-valued enums (protocol.reasons.Reason) are read by their value, since
     str() of a (str, Enum) member is "Reason.TIMEOUT", not "timeout".
     """
     text = str(getattr(value, "value", value))

@@ -4,12 +4,13 @@ Layout under the store root (see docs/checkpoints.md):
 
     ckpt-00000012/tensors.safetensors   every tensor (blocks, masks, optimizer state)
     ckpt-00000012/manifest.json         identity, round, sha256 of the tensors, caller meta
+    quarantine/ckpt-00000013-<time>     an unusable checkpoint, moved aside, never pruned
     .lock                               held by the one process that writes here
 
 A checkpoint is written completely into a hidden temporary directory, fsynced,
 then renamed into place, so a crash at any instant leaves either the old set of
 checkpoints or the new one. Loading checks the manifest, the checksum and that
-safetensors parses; a bad checkpoint is logged and the previous one used.
+safetensors parses; a bad checkpoint is logged, moved aside, and the previous one used.
 Only safetensors and JSON are read: nothing on disk can run code.
 """
 
@@ -45,6 +46,7 @@ FORMAT_VERSION = 1
 TENSORS_FILE = "tensors.safetensors"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
+QUARANTINE_DIR = "quarantine"  # unusable checkpoints, moved aside by a writing store
 # Work in progress and the replaced copy of a re-saved round; both hidden so that
 # nothing reading ckpt-* ever sees them.
 _TMP_PREFIX = ".tmp-"
@@ -113,6 +115,8 @@ class CheckpointStore:
         if not readonly:
             self._lock_file = _acquire_writer_lock(self.root)
             self._recover_debris()
+            # A writer killed between publishing a round and pruning left keep + 1.
+            self._prune_to_keep()
 
     def close(self) -> None:
         """Release the writer lock (also released by the OS if the process dies)."""
@@ -203,6 +207,24 @@ class CheckpointStore:
         if doomed:
             _fsync_dir(self.root)
 
+    def _prune_to_keep(self) -> None:
+        doomed = self.list()[: -self.keep]
+        for ckpt in doomed:
+            shutil.rmtree(ckpt.path, ignore_errors=True)
+            log.info("removed %s: more than keep=%d after a crash", ckpt.path, self.keep)
+        if doomed:
+            _fsync_dir(self.root)
+
+    def _quarantine(self, path: Path) -> str:
+        """Move an unusable checkpoint aside (never pruned, kept for inspection)."""
+        target = self.root / QUARANTINE_DIR / f"{path.name}-{time.time_ns()}"
+        try:
+            target.parent.mkdir(exist_ok=True)
+            os.rename(path, target)
+        except OSError as exc:
+            return f"could not move it aside ({exc.strerror})"
+        return f"moved aside to {target}"
+
     def _recover_debris(self) -> None:
         """Finish or undo what a writer killed mid-save left: runs under the writer lock."""
         for entry in sorted(self.root.iterdir()):
@@ -251,7 +273,8 @@ class CheckpointStore:
             try:
                 checkpoint = load_checkpoint(ckpt.path)
             except CheckpointError as exc:
-                log.warning("%s; trying the previous checkpoint", exc)
+                aside = "" if self.readonly else f"; {self._quarantine(ckpt.path)}"
+                log.warning("%s%s; trying the previous checkpoint", exc, aside)
                 continue
             self._check_identity(checkpoint)
             return checkpoint

@@ -19,6 +19,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNKNOWN_TASK: _ClassVar[Reason]
     SHUTTING_DOWN: _ClassVar[Reason]
     PROTOCOL_ERROR: _ClassVar[Reason]
+    IDENTITY_IN_USE: _ClassVar[Reason]
     WRONG_SHAPE: _ClassVar[Reason]
     WRONG_DTYPE: _ClassVar[Reason]
     MASK_MISMATCH: _ClassVar[Reason]
@@ -34,6 +35,8 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIMEOUT: _ClassVar[Reason]
     REFUSED_BY_STORE: _ClassVar[Reason]
     UNAVAILABLE: _ClassVar[Reason]
+    UNKNOWN_CA: _ClassVar[Reason]
+    CERT_EXPIRED: _ClassVar[Reason]
 
 class Dtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +57,7 @@ BUSY: Reason
 UNKNOWN_TASK: Reason
 SHUTTING_DOWN: Reason
 PROTOCOL_ERROR: Reason
+IDENTITY_IN_USE: Reason
 WRONG_SHAPE: Reason
 WRONG_DTYPE: Reason
 MASK_MISMATCH: Reason
@@ -69,6 +73,8 @@ BAD_CHUNK: Reason
 TIMEOUT: Reason
 REFUSED_BY_STORE: Reason
 UNAVAILABLE: Reason
+UNKNOWN_CA: Reason
+CERT_EXPIRED: Reason
 DTYPE_UNSPECIFIED: Dtype
 FLOAT32: Dtype
 BFLOAT16: Dtype
@@ -77,16 +83,18 @@ INT8: Dtype
 UINT8: Dtype
 
 class BlockVersion(_message.Message):
-    __slots__ = ("task", "round", "origin", "mask_id")
+    __slots__ = ("task", "round", "origin", "mask_id", "incarnation")
     TASK_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     task: str
     round: int
     origin: str
     mask_id: str
-    def __init__(self, task: _Optional[str] = ..., round: _Optional[int] = ..., origin: _Optional[str] = ..., mask_id: _Optional[str] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, task: _Optional[str] = ..., round: _Optional[int] = ..., origin: _Optional[str] = ..., mask_id: _Optional[str] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class PeerInfo(_message.Message):
     __slots__ = ("node_id", "address", "task")

@@ -26,17 +26,17 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as solora_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19solora/v1/handshake.proto\x12\tsolora.v1\x1a\x16solora/v1/common.proto\"\xf3\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x15\n\rfederation_id\x18\x02 \x01(\t\x12\x1e\n\x16projection_fingerprint\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x1a\n\x12\x61\x64vertised_address\x18\x06 \x01(\t\x12\r\n\x05round\x18\x07 \x01(\x04\x12%\n\x04held\x18\x08 \x03(\x0b\x32\x17.solora.v1.BlockVersion\x12(\n\x0bknown_peers\x18\t \x03(\x0b\x32\x13.solora.v1.PeerInfo\"a\n\nHelloReply\x12!\n\x06reason\x18\x01 \x01(\x0e\x32\x11.solora.v1.Reason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1f\n\x05hello\x18\x03 \x01(\x0b\x32\x10.solora.v1.Hello*Q\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROTOCOL_VERSION_CURRENT\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19solora/v1/handshake.proto\x12\tsolora.v1\x1a\x16solora/v1/common.proto\"\x88\x02\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x15\n\rfederation_id\x18\x02 \x01(\t\x12\x1e\n\x16projection_fingerprint\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x1a\n\x12\x61\x64vertised_address\x18\x06 \x01(\t\x12\r\n\x05round\x18\x07 \x01(\x04\x12%\n\x04held\x18\x08 \x03(\x0b\x32\x17.solora.v1.BlockVersion\x12(\n\x0bknown_peers\x18\t \x03(\x0b\x32\x13.solora.v1.PeerInfo\x12\x13\n\x0bincarnation\x18\n \x01(\x04\"a\n\nHelloReply\x12!\n\x06reason\x18\x01 \x01(\x0e\x32\x11.solora.v1.Reason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1f\n\x05hello\x18\x03 \x01(\x0b\x32\x10.solora.v1.Hello*Q\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROTOCOL_VERSION_CURRENT\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'solora.v1.handshake_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROTOCOLVERSION']._serialized_start=409
-  _globals['_PROTOCOLVERSION']._serialized_end=490
+  _globals['_PROTOCOLVERSION']._serialized_start=430
+  _globals['_PROTOCOLVERSION']._serialized_end=511
   _globals['_HELLO']._serialized_start=65
-  _globals['_HELLO']._serialized_end=308
-  _globals['_HELLOREPLY']._serialized_start=310
-  _globals['_HELLOREPLY']._serialized_end=407
+  _globals['_HELLO']._serialized_end=329
+  _globals['_HELLOREPLY']._serialized_start=331
+  _globals['_HELLOREPLY']._serialized_end=428
 # @@protoc_insertion_point(module_scope)

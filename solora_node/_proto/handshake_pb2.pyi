@@ -17,7 +17,7 @@ PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_CURRENT: ProtocolVersion
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "federation_id", "projection_fingerprint", "node_id", "task", "advertised_address", "round", "held", "known_peers")
+    __slots__ = ("protocol_version", "federation_id", "projection_fingerprint", "node_id", "task", "advertised_address", "round", "held", "known_peers", "incarnation")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECTION_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class Hello(_message.Message):
     ROUND_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     KNOWN_PEERS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     federation_id: str
     projection_fingerprint: str
@@ -36,7 +37,8 @@ class Hello(_message.Message):
     round: int
     held: _containers.RepeatedCompositeFieldContainer[_common_pb2.BlockVersion]
     known_peers: _containers.RepeatedCompositeFieldContainer[_common_pb2.PeerInfo]
-    def __init__(self, protocol_version: _Optional[int] = ..., federation_id: _Optional[str] = ..., projection_fingerprint: _Optional[str] = ..., node_id: _Optional[str] = ..., task: _Optional[str] = ..., advertised_address: _Optional[str] = ..., round: _Optional[int] = ..., held: _Optional[_Iterable[_Union[_common_pb2.BlockVersion, _Mapping]]] = ..., known_peers: _Optional[_Iterable[_Union[_common_pb2.PeerInfo, _Mapping]]] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, protocol_version: _Optional[int] = ..., federation_id: _Optional[str] = ..., projection_fingerprint: _Optional[str] = ..., node_id: _Optional[str] = ..., task: _Optional[str] = ..., advertised_address: _Optional[str] = ..., round: _Optional[int] = ..., held: _Optional[_Iterable[_Union[_common_pb2.BlockVersion, _Mapping]]] = ..., known_peers: _Optional[_Iterable[_Union[_common_pb2.PeerInfo, _Mapping]]] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class HelloReply(_message.Message):
     __slots__ = ("reason", "message", "hello")

@@ -121,11 +121,15 @@ def compute_codes(so: SoLoraModel, batches: Iterable[Batch]) -> dict[str, torch.
     return {n: F.normalize(stats.sample_means[n] / stats.samples, dim=0) for n in so.code_layers}
 
 
-def stack_codes(so: SoLoraModel, codes: Mapping[str, Mapping[str, torch.Tensor]]) -> torch.Tensor:
-    """H^T (one row per task that has codes, in task order), rows built like pooled_states'
-    xhat."""
+def stack_codes(
+    so: SoLoraModel,
+    codes: Mapping[str, Mapping[str, torch.Tensor]],
+    tasks: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """H^T (one row per task, in task order: `tasks`, or every task that has codes), each
+    row built like pooled_states' xhat."""
     rows = []
-    for task in (t for t in so.tasks if t in codes):
+    for task in [t for t in so.tasks if t in codes] if tasks is None else tasks:
         parts = [F.normalize(codes[task][n].to(torch.float32), dim=0) for n in so.code_layers]
         rows.append(F.normalize(torch.cat(parts), dim=0))
     return torch.stack(rows)

@@ -5,6 +5,7 @@
   blocks.safetensors  "<task>/<layer>" -> B_t (d_out x r)
   masks.safetensors   "<task>/<layer>" -> uint8 0/1 (tasks with an installed mask)
   codes.safetensors   "<task>/<layer>" -> mu_t (d_in)
+The manifest's "checksums" holds the sha256 of each .safetensors file (adapter/integrity.py).
 A is not stored: it is regenerated from the seed, and the fingerprint proves it matches.
 """
 
@@ -20,9 +21,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save_file
 
 from solora_node.adapter.errors import AdapterError, CheckpointError
+from solora_node.adapter.integrity import CHECKSUMS, file_checksums, read_verified
 from solora_node.adapter.model import SoLoraModel, inject
 from solora_node.adapter.spec import SoLoraConfig
 from solora_node.model import LoadedModel, load_base_model
@@ -33,6 +36,7 @@ MANIFEST = "manifest.json"
 BLOCKS = "blocks.safetensors"
 MASKS = "masks.safetensors"
 CODES = "codes.safetensors"
+TENSOR_FILES = (BLOCKS, MASKS, CODES)
 
 
 @dataclass
@@ -92,6 +96,7 @@ def save_checkpoint(
         save_file(blocks, str(staging / BLOCKS))
         save_file(masks, str(staging / MASKS))
         save_file(codes, str(staging / CODES))
+        manifest[CHECKSUMS] = file_checksums(staging, TENSOR_FILES)
         (staging / MANIFEST).write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
@@ -147,12 +152,10 @@ def config_from_manifest(manifest: dict[str, Any]) -> SoLoraConfig:
         raise CheckpointError(f"checkpoint manifest: bad federation field ({exc})") from None
 
 
-def _tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+def _tensors(folder: Path, name: str, data: bytes) -> dict[str, torch.Tensor]:
     try:
-        return load_file(str(folder / name))
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {folder}: {name} not found") from None
-    except (SafetensorError, OSError) as exc:
+        return load_tensors(data)
+    except SafetensorError as exc:
         raise CheckpointError(
             f"checkpoint {folder / name}: not a safetensors file ({exc})"
         ) from None
@@ -176,11 +179,8 @@ def load_checkpoint(folder: Path, cache_dir: Path) -> LoadedCheckpoint:
             f"checkpoint {folder}: projection fingerprint {manifest['fingerprint']} does not match "
             f"this base model and federation ({so.fingerprint})"
         )
-    blocks, masks, codes = (
-        _tensors(folder, BLOCKS),
-        _tensors(folder, MASKS),
-        _tensors(folder, CODES),
-    )
+    files = read_verified(folder, manifest, TENSOR_FILES)  # parsed from the checked bytes
+    blocks, masks, codes = (_tensors(folder, name, files[name]) for name in TENSOR_FILES)
     shapes = so.block_shapes()
     try:
         for task in config.tasks:

@@ -7,6 +7,8 @@ D^T H = (H^T H + lambda I)^-1 H^T H ~ I: each task's code scores ~1 on its own c
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +18,8 @@ from solora_node.adapter.calibration import Batch, compute_codes, pooled_states,
 from solora_node.adapter.errors import AdapterError
 from solora_node.adapter.model import SoLoraModel
 from solora_node.adapter.prompts import prompt_batches
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RIDGE = 1e-2
 DEFAULT_BETA = 20.0
@@ -58,14 +62,32 @@ def missing_codes(so: SoLoraModel) -> list[str]:
     ]
 
 
-def router_basis(so: SoLoraModel, ridge: float = DEFAULT_RIDGE) -> torch.Tensor:
-    """D^T for the model's codes; every task needs codes (they travel with the blocks)."""
+def router_basis(so: SoLoraModel, ridge: float = DEFAULT_RIDGE) -> tuple[torch.Tensor, list[int]]:
+    """D^T over the tasks that have codes, and those tasks' indices in so.tasks.
+
+    Codes travel with the blocks, so a node that has not yet received some task's block
+    (early rounds, a slow peer) routes among the others, with a warning, instead of
+    failing; those tasks get weight 0 until their codes arrive."""
     missing = missing_codes(so)
-    if missing:
+    present = [i for i, t in enumerate(so.tasks) if t not in missing]
+    if not present:
         raise AdapterError(
-            f"auto routing needs routing codes for every task; missing for {missing}"
+            f"auto routing needs routing codes; none of the tasks {list(so.tasks)} has any"
         )
-    return dual_basis(stack_codes(so, so.codes), ridge)
+    if missing:
+        _warn_missing(tuple(missing))
+    codes = stack_codes(so, so.codes, [so.tasks[i] for i in present])
+    return dual_basis(codes, ridge), present
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_missing(missing: tuple[str, ...]) -> None:
+    """Once per set of missing tasks, not once per prompt."""
+    log.warning(
+        "auto routing: no routing codes for %s yet (their blocks have not arrived); "
+        "routing among the other tasks only",
+        list(missing),
+    )
 
 
 def route(
@@ -76,4 +98,8 @@ def route(
     ridge: float = DEFAULT_RIDGE,
 ) -> torch.Tensor:
     """Gate weights (b x T) for the prompts in `batch`; one extra base-model pass."""
-    return gate_weights(pooled_states(so, batch), router_basis(so, ridge), beta, top1)
+    dual, present = router_basis(so, ridge)
+    weights = gate_weights(pooled_states(so, batch), dual, beta, top1)
+    full = torch.zeros(weights.shape[0], len(so.tasks), dtype=weights.dtype)
+    full[:, present] = weights
+    return full

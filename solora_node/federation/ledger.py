@@ -13,7 +13,9 @@ the simulator behind an in-memory transport), so the rules below run in both:
   is refused (MASK_MISMATCH). Ledgers without agreement (per-node masks or none) take
   own-task blocks under any mask;
 - other tasks (foreign experts): only the freshest version is kept (federation.versions)
-  and relayed onwards; an installer hook puts it into the model.
+  and relayed onwards; an installer hook puts it into the model;
+- a node that lost its state (new incarnation, no checkpoint) takes copies of its own
+  expert from an earlier life while it recovers (federation/recovery.py).
 State changes only through the methods below.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
+from solora_node.federation.recovery import OwnExpertRecovery
 from solora_node.federation.versions import newer, within_staleness
 from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord
 from solora_node.protocol.messages import Descriptor
@@ -46,6 +49,7 @@ class Ledger:
         *,
         mask_agreement: bool = True,
         installer: Installer | None = None,
+        incarnation: int = 0,
     ) -> None:
         if staleness_rounds < 0:
             raise ValueError(f"staleness_rounds must be >= 0, got {staleness_rounds}")
@@ -55,11 +59,13 @@ class Ledger:
         self.staleness_rounds = staleness_rounds
         self.mask_agreement = mask_agreement
         self._installer = installer
+        self.incarnation = incarnation  # this process's life; 0 in the simulator
+        self._recovery = OwnExpertRecovery(node_id, incarnation)
         self._round = 0
         self._mask_id: str | None = None  # the mask this node trains under; None before it has one
         self._own: BlockDelta | None = None  # snapshot of own block offered to peers
         self._cluster: dict[str, BlockDelta] = {}  # origin -> newest same-task block held
-        self._merged: dict[str, int] = {}  # origin -> round of its block last averaged in
+        self._merged: dict[str, BlockVersion] = {}  # origin -> its version last averaged in
         self._foreign: dict[str, BlockDelta] = {}  # task -> freshest block of another task
         self._masks: collections.OrderedDict[str, MaskRecord] = collections.OrderedDict()
         self._head: str | None = None
@@ -99,6 +105,11 @@ class Ledger:
 
     def held_versions(self) -> list[tuple[BlockVersion, str]]:
         return [(b.version, b.mask_id) for b in self.held()]
+
+    @property
+    def recovered(self) -> BlockDelta | None:
+        """The freshest copy of this node's own expert from an earlier life, if any."""
+        return self._recovery.best
 
     def highest_peer_round(self) -> int:
         return max((d.version.round for d in self._cluster.values()), default=0)
@@ -170,7 +181,17 @@ class Ledger:
         for origin in origins:
             delta = self._cluster.pop(origin, None)
             if delta is not None:
-                self._merged[origin] = max(self._merged.get(origin, 0), delta.version.round)
+                last = self._merged.get(origin)
+                if newer(delta.version, last):
+                    self._merged[origin] = delta.version
+
+    def begin_recovery(self) -> None:
+        """Start taking copies of this node's own expert from earlier lives."""
+        self._recovery.active = True
+
+    def finish_recovery(self) -> BlockDelta | None:
+        """Stop recovering; the freshest copy received, if any."""
+        return self._recovery.finish()
 
     def restore_foreign(self, delta: BlockDelta) -> None:
         """A foreign expert read back from a checkpoint (already in the model)."""
@@ -200,7 +221,9 @@ class Ledger:
         if version.task not in self.tasks:
             return False
         if version.task == self.task:
-            return version.origin != self.node_id and self._refusal(version) is None
+            if version.origin == self.node_id:
+                return self._recovery.wants(version)  # only a copy of an earlier life
+            return self._refusal(version) is None
         held = self._foreign.get(version.task)
         return newer(version, held.version if held is not None else None)
 
@@ -230,17 +253,21 @@ class Ledger:
         if not within_staleness(version.round, self._round, self.staleness_rounds):
             return Reason.STALE_ROUND
         held = self._cluster.get(version.origin)
-        if held is not None and version.round < held.version.round:
+        if held is not None and newer(held.version, version):
             return Reason.STALE_ROUND  # a replay of an older version
-        if version.round <= self._merged.get(version.origin, -1):
+        merged = self._merged.get(version.origin)
+        if merged is not None and not newer(version, merged):
             return Reason.STALE_ROUND  # already averaged in
-        if held is not None and version.round == held.version.round:
+        if held is not None and version == held.version:
             return Reason.OK  # the same version again (another path): nothing to do
         return None
 
     def _accept_own_task(self, delta: BlockDelta) -> Reason:
         v = delta.version
         if v.origin == self.node_id:
+            if self._recovery.wants(v):
+                self._recovery.offer(delta)  # applied by the daemon before it trains on
+                return Reason.OK
             return Reason.REFUSED_BY_STORE  # our own block echoed back
         refusal = self._refusal(v)
         if refusal is not None:

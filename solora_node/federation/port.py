@@ -75,6 +75,7 @@ class LedgerPort:
             round=ledger.round,
             held=self.held_blocks(),
             peers=tuple(self._known_peers()),
+            incarnation=ledger.incarnation,
         )
 
     def observe_peer(self, peer: PeerContext) -> None:

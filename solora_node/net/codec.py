@@ -142,6 +142,7 @@ def encode_delta(delta: BlockDelta) -> bytes:
     version.task = delta.version.task
     version.round = delta.version.round
     version.origin = delta.version.origin
+    version.incarnation = delta.version.incarnation
     version.mask_id = delta.mask_id
     _fill_table(header.layers, delta.layers)
     _fill_table(header.codes, delta.codes)
@@ -255,7 +256,9 @@ def _delta_from(header: payload_pb2.PayloadHeader, body: memoryview) -> BlockDel
     codes, end = _read_table(header.codes, body, end)
     _finish(body, end)
     return BlockDelta(
-        version=BlockVersion(task=v.task, round=v.round, origin=v.origin),
+        version=BlockVersion(
+            task=v.task, round=v.round, origin=v.origin, incarnation=v.incarnation
+        ),
         mask_id=v.mask_id,
         encoding=encoding,
         layers=layers,

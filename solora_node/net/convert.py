@@ -54,6 +54,7 @@ def hello_to_proto(hello: Hello) -> handshake_pb2.Hello:
         task=hello.task,
         advertised_address=hello.address,
         round=hello.round,
+        incarnation=hello.incarnation,
     )
     for held in hello.held:
         msg.held.add(
@@ -61,6 +62,7 @@ def hello_to_proto(hello: Hello) -> handshake_pb2.Hello:
             round=held.version.round,
             origin=held.version.origin,
             mask_id=held.mask_id,
+            incarnation=held.version.incarnation,
         )
     msg.known_peers.extend(peer_to_proto(p) for p in hello.peers)
     return msg
@@ -72,7 +74,10 @@ def hello_from_proto(msg: handshake_pb2.Hello) -> Hello:
     held = tuple(
         HeldBlock(
             version=BlockVersion(
-                task=_short(h.task, "task"), round=h.round, origin=_short(h.origin, "origin")
+                task=_short(h.task, "task"),
+                round=h.round,
+                origin=_short(h.origin, "origin"),
+                incarnation=h.incarnation,
             ),
             mask_id=_short(h.mask_id, "mask_id"),
         )
@@ -88,6 +93,7 @@ def hello_from_proto(msg: handshake_pb2.Hello) -> Hello:
         round=msg.round,
         held=held,
         peers=tuple(peer_from_proto(p) for p in msg.known_peers),
+        incarnation=msg.incarnation,
     )
 
 
@@ -104,6 +110,7 @@ def descriptor_to_proto(item: Descriptor) -> exchange_pb2.Descriptor:
     msg.version.round = item.round
     msg.version.origin = item.origin
     msg.version.mask_id = item.mask_id
+    msg.version.incarnation = item.incarnation
     return msg
 
 
@@ -126,6 +133,7 @@ def descriptor_from_proto(msg: exchange_pb2.Descriptor) -> Descriptor:
         encoding=encoding,
         nbytes=msg.nbytes,
         sha256=bytes(msg.sha256),
+        incarnation=v.incarnation,
     )
 
 

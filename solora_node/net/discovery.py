@@ -61,6 +61,7 @@ class Advertisement:
     protocol: int
     fingerprint: str
     hosts: tuple[str, ...]
+    incarnation: int = 0
 
     @property
     def instance_name(self) -> str:
@@ -82,6 +83,7 @@ class Advertisement:
             "metrics": str(self.metrics_port),
             "proto": str(self.protocol),
             "fp": self.fingerprint,
+            "inc": str(self.incarnation),
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class Advertisement:
         metrics_port: int,
         protocol: int,
         fingerprint: str,
+        incarnation: int = 0,
     ) -> Advertisement:
         """This node's advertisement; pass the ports actually bound (config may say 0)."""
         return cls(
@@ -103,6 +106,7 @@ class Advertisement:
             metrics_port=metrics_port,
             protocol=protocol,
             fingerprint=fingerprint,
+            incarnation=incarnation,
             hosts=advertise_hosts(
                 config.network.advertise_host,
                 config.network.listen_host,
@@ -121,6 +125,7 @@ class Advertisement:
             protocol=self.protocol,
             fingerprint=self.fingerprint,
             source="self",
+            incarnation=self.incarnation,
         )
 
 
@@ -189,6 +194,7 @@ def peer_from_txt(properties: Mapping[bytes, bytes | None], host: str) -> PeerIn
         protocol=proto,
         fingerprint=txt["fp"],
         source="mdns",
+        incarnation=_int(txt, "inc") if "inc" in txt else 0,  # older nodes send none
     )
 
 
@@ -229,7 +235,7 @@ class Discovery:
         self._info: AsyncServiceInfo | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._resolving: dict[str, asyncio.Task[None]] = {}
-        self._node_of_name: dict[str, str] = {}
+        self._node_of_name: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> None:
         advert = self.advert
@@ -315,10 +321,10 @@ class Discovery:
         if pending is not None:
             pending.cancel()
         if state_change is ServiceStateChange.Removed:
-            node_id = self._node_of_name.pop(name, None)
-            if node_id is not None:
-                log.info("mDNS: %s said goodbye", node_id)
-                self.view.goodbye(node_id)
+            known = self._node_of_name.pop(name, None)
+            if known is not None:
+                log.info("mDNS: %s said goodbye", known[0])
+                self.view.goodbye(*known)
             return
         task = asyncio.get_running_loop().create_task(self._resolve(name))
         self._resolving[name] = task
@@ -345,7 +351,7 @@ class Discovery:
             self.view.count_ignored("malformed", name)
             return
         if self.view.report(peer):
-            self._node_of_name[name] = peer.node_id
+            self._node_of_name[name] = (peer.node_id, peer.incarnation)
         elif peer.node_id != self.advert.node_id:
             log.debug("mDNS: ignoring %s (incompatible federation/fingerprint/protocol)", name)
 

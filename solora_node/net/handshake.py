@@ -42,7 +42,8 @@ def check_hello(
     if allow_node_ids is not None and remote.node_id not in allow_node_ids:
         return Verdict(Reason.NOT_AUTHORISED, f"node {remote.node_id!r} is not on the allow-list")
     if remote.node_id == local.node_id:
-        return Verdict(Reason.IDENTITY_MISMATCH, "peer claims this node's own id")
+        # Another process runs under this node's id (a copy, or a second start).
+        return Verdict(Reason.IDENTITY_IN_USE, f"node id {remote.node_id!r} is live here already")
     if remote.protocol_version != local.protocol_version:
         return Verdict(
             Reason.INCOMPATIBLE_VERSION,

@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,6 +46,7 @@ class PeerInfo:
     fingerprint: str
     source: PeerSource
     last_seen: float = 0.0  # clock() of the latest report; stamped by MembershipView
+    incarnation: int = 0  # the process's life (solora_node/incarnation.py); 0: unknown
 
 
 class PeerState(str, enum.Enum):
@@ -112,6 +113,7 @@ class MembershipView:
         max_failures: int = 3,
         bootstrap: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
+        allow: Collection[str] | None = None,
     ) -> None:
         if liveness_deadline_s <= 0:
             raise ValueError("liveness_deadline_s must be positive")
@@ -128,11 +130,17 @@ class MembershipView:
             _split_host_port(item) for item in bootstrap
         )
         self._clock = clock
+        # network.allow_node_ids: anyone else is refused at every handshake, so it must
+        # never enter membership (or the plan), where it would flap live/suspect.
+        self.allow = frozenset(allow) if allow is not None else None
         self._entries: dict[str, _Entry] = {}
         # node id -> clock() of its goodbye: hearsay about a node that said
         # goodbye is ignored for a while, so stale exchange reports cannot
         # resurrect it; direct evidence always wins.
         self._departed: dict[str, float] = {}
+        # node id -> (clock() of the refusal, reason): a peer whose certificate we refused
+        # stays out of membership until forget_after_s has passed (then it may retry).
+        self._refused: dict[str, tuple[float, str]] = {}
         self._ignored = _Ignored()
         self._listeners: list[Callable[[MembershipEvent], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -164,8 +172,8 @@ class MembershipView:
     # ---- reports -----------------------------------------------------------------
 
     def report(self, peer: PeerInfo) -> bool:
-        """A peer seen via `peer.source`; returns False when it is ignored (self, other
-        federation, other projection fingerprint, other protocol)."""
+        """A peer seen via `peer.source`; returns False when it is ignored (self, not on
+        the allow-list, other federation, other projection fingerprint, other protocol)."""
         if peer.node_id == self.self_peer.node_id:
             return False
         reason = self._incompatibility(peer)
@@ -180,6 +188,10 @@ class MembershipView:
             self._departed.pop(peer.node_id, None)
         peer = dataclasses.replace(peer, last_seen=now)
         entry = self._entries.get(peer.node_id)
+        if entry is not None and not self.admits(peer.node_id, peer.incarnation):
+            # A second process with this id while the first is live: keep the first.
+            self._ignored.add("identity_in_use", peer.node_id)
+            return False
         events: list[MembershipEvent] = []
         if entry is None:
             state = PeerState.LIVE if direct else PeerState.SUSPECT
@@ -198,11 +210,32 @@ class MembershipView:
         self._emit(events)
         return True
 
-    def goodbye(self, node_id: str) -> None:
-        """The peer announced it is leaving (mDNS goodbye): drop it now."""
+    def refuse(self, node_id: str, reason: str) -> None:
+        """Its certificate was refused: drop it and ignore reports of it for forget_after_s."""
+        self._refused[node_id] = (self._clock(), reason)
+        self._ignored.add(reason, node_id)
         entry = self._entries.pop(node_id, None)
+        if entry is not None:
+            self._emit([MembershipEvent("removed", entry.peer, PeerState.DEAD)])
+
+    def admits(self, node_id: str, incarnation: int) -> bool:
+        """False when another incarnation of node_id is live here: a copy, or a restart
+        whose previous life has not yet missed its liveness deadline."""
+        entry = self._entries.get(node_id)
+        if entry is None or not incarnation or not entry.peer.incarnation:
+            return True
+        return entry.peer.incarnation == incarnation or entry.state is not PeerState.LIVE
+
+    def goodbye(self, node_id: str, incarnation: int = 0) -> None:
+        """The peer announced it is leaving (mDNS goodbye): drop it now. A goodbye of
+        another incarnation (a copy, an old life) never removes the live one."""
+        entry = self._entries.get(node_id)
         if entry is None:
             return
+        if incarnation and entry.peer.incarnation and incarnation != entry.peer.incarnation:
+            log.info("ignored a goodbye of %s from another incarnation", node_id)
+            return
+        del self._entries[node_id]
         self._departed[node_id] = self._clock()
         self._emit([MembershipEvent("removed", entry.peer, PeerState.DEAD)])
 
@@ -314,6 +347,13 @@ class MembershipView:
 
     def _incompatibility(self, peer: PeerInfo) -> str | None:
         own = self.self_peer
+        if self.allow is not None and peer.node_id not in self.allow:
+            return "not_allowed"
+        refused = self._refused.get(peer.node_id)
+        if refused is not None:
+            if self._clock() - refused[0] <= self.forget_after_s:
+                return refused[1]
+            del self._refused[peer.node_id]
         if peer.federation != own.federation:
             return "federation"
         if peer.fingerprint != own.fingerprint:

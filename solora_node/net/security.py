@@ -9,6 +9,7 @@ hostname verification checks the SAN against the id instead of the IP dialled.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import logging
@@ -24,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from solora_node.config import NetworkSection
 from solora_node.errors import SoloraError
+from solora_node.net.certcheck import check_tls_files
 
 log = logging.getLogger("solora_node.net.security")
 
@@ -45,6 +47,7 @@ class TlsMaterial:
     cert: bytes
     key: bytes
     node_id: str
+    expiry_timestamp: float = 0.0  # of `cert`, unix time (0: not checked)
 
     def server_credentials(self) -> grpc.ServerCredentials:
         # require_client_auth: only holders of a federation certificate may call at all.
@@ -259,6 +262,11 @@ def load_tls(network: NetworkSection, node_id: str) -> TlsMaterial | None:
         key=_read(tls.key, "network.tls.key"),
         node_id=node_id,
     )
+    paths = {"network.tls.ca_cert": tls.ca_cert, "network.tls.cert": tls.cert}
+    facts = check_tls_files(
+        material.ca_cert, material.cert, material.key, {**paths, "network.tls.key": tls.key}
+    )
+    material = dataclasses.replace(material, expiry_timestamp=facts.expiry_timestamp)
     cert_id = cert_node_id(material.cert)
     if cert_id != node_id:
         raise CertError(

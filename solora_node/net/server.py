@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,7 +19,7 @@ from solora_node.net.observe import NullObserver, RefusalLog, WireObserver
 from solora_node.net.port import BlockStore
 from solora_node.net.security import TlsMaterial, peer_certified_id
 from solora_node.net.session import ExchangeSession, SessionAborted
-from solora_node.protocol.messages import PeerContext
+from solora_node.protocol.messages import Hello, PeerContext
 from solora_node.protocol.reasons import Reason, WireError
 
 log = logging.getLogger("solora_node.net.server")
@@ -35,7 +35,9 @@ _REASON_VALUES = frozenset(r.value for r in Reason)
 # A TLS refusal happens before any RPC, so it only shows in the error text.
 _TLS_REASONS = (
     ("Hostname Verification", Reason.IDENTITY_MISMATCH),  # cert does not name the expected node
-    ("CERTIFICATE_VERIFY_FAILED", Reason.NOT_AUTHORISED),  # cert not from the federation CA
+    ("certificate has expired", Reason.CERT_EXPIRED),
+    ("certificate is not yet valid", Reason.CERT_EXPIRED),
+    ("CERTIFICATE_VERIFY_FAILED", Reason.UNKNOWN_CA),  # cert not from the federation CA
 )
 
 
@@ -93,6 +95,8 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
         self.refusal_log = RefusalLog()
         self.slots = _StreamSlots(limits.max_streams_per_peer)
         self.stopping = False
+        # The node's identity check (a second live holder of an id): a refusal or None.
+        self.admit: Callable[[Hello], Verdict | None] | None = None
 
     def _verdict(
         self, request: handshake_pb2.Hello, context: grpc.aio.ServicerContext
@@ -109,6 +113,8 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
             certified_id=certified,
             allow_node_ids=self.allow,
         )
+        if verdict.ok and self.admit is not None:
+            verdict = self.admit(remote) or verdict
         if self.stopping and verdict.ok:
             verdict = Verdict(Reason.SHUTTING_DOWN, "node is stopping")
         who = certified or remote.node_id

@@ -87,6 +87,7 @@ def encode_items(items: list[BlockDelta | MaskRecord]) -> list[OutgoingItem]:
                 item.encoding,
                 len(data),
                 checksum(data),
+                incarnation=v.incarnation,
             )
         encoded.append(OutgoingItem(d, data))
     return encoded

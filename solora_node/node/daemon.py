@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -31,10 +33,16 @@ from solora_node.net.limits import WireLimits
 from solora_node.net.membership import MembershipView
 from solora_node.net.security import load_tls
 from solora_node.net.server import PeerServer
+from solora_node.net.tls_watch import TlsWatch
 from solora_node.node import telemetry
+from solora_node.node.checkpoint_guard import CheckpointGuard
+from solora_node.node.identity import identity_verdict, new_incarnation, refuse_if_live_elsewhere
 from solora_node.node.learner import LocalLearner
-from solora_node.node.peers import Peers
+from solora_node.node.peers import Peers, wait_or_stop
+from solora_node.node.recovery import adopt_copy
 from solora_node.node.snapshot import restore_snapshot, save_snapshot
+from solora_node.node.startup import check_port_free, check_writable_dir, os_failure
+from solora_node.ops_metrics import OperatorMetrics
 from solora_node.protocol import messages as wire
 from solora_node.protocol.blocks import BlockVersion
 from solora_node.protocol.messages import PROTOCOL_VERSION
@@ -49,6 +57,7 @@ CHECKPOINT_DIR = "checkpoints"
 # a slower cluster and are still the freshest copy; own-task staleness is enforced by the
 # ledger (refused as STALE_ROUND) and by aggregation.
 FOREIGN_STALENESS = 1 << 30
+RECOVERY_WINDOW_S = 10.0  # a fresh node waits at most this long for its neighbours' copies
 STOP_GRACE_S = 3.0  # SIGTERM -> exit within 10 s: this, the gRPC grace, a checkpoint, goodbye
 
 
@@ -67,6 +76,8 @@ class Node:
         self.codes = round_step.CodesSchedule()
         topo = cfg.topology
         self.rule = AggregationRule(topo.aggregation, topo.trim_fraction, topo.clip_norm)
+        self.incarnation = new_incarnation()  # this process's life (docs/protocol.md)
+        self.restored = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -74,7 +85,11 @@ class Node:
         self._stop.set()
 
     async def run(self) -> None:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self._abort_start()
+            raise
         rounds = asyncio.create_task(self.round_loop(), name="rounds")
         stopping = asyncio.create_task(self._stop.wait(), name="stop-signal")
         try:
@@ -95,6 +110,7 @@ class Node:
     async def start(self) -> None:
         cfg = self.cfg
         tls = load_tls(cfg.network, self.node_id)  # fails before anything is loaded
+        check_writable_dir("node.data_dir", cfg.node.data_dir)
         if self._learner is None:
             log.info("loading model %s and task %s", cfg.model.base, cfg.task.name)
             self._learner = await asyncio.to_thread(LocalLearner, cfg)
@@ -107,6 +123,12 @@ class Node:
             federation=cfg.federation.id,
             version=__version__,
         )
+        self.ops = OperatorMetrics(self.metrics.registry)
+        self.checkpoints = CheckpointGuard(self.ops.checkpoint_skipped)
+        if tls is not None:
+            self.ops.certificate_expiry.set(tls.expiry_timestamp)
+        self.tls_watch = TlsWatch(self._tls_failed)
+        self.tls_watch.install()
         self.store = CheckpointStore(
             Path(cfg.node.data_dir) / CHECKPOINT_DIR,
             keep=cfg.rounds.checkpoint_keep,
@@ -120,6 +142,7 @@ class Node:
             so.tasks,
             cfg.topology.staleness_rounds,
             installer=learner.install_foreign,
+            incarnation=self.incarnation,
         )
         self.port = LedgerPort(
             self.ledger,
@@ -149,25 +172,41 @@ class Node:
         self.client = PeerClient(
             self.port, limits=limits, tls=tls, allow_node_ids=allow, observer=observer
         )
-        grpc_port = await self.server.start()
+        # Both ports are checked before either is bound, and mDNS comes after both.
+        check_port_free("network.port", cfg.network.listen_host, cfg.network.port)
+        if cfg.metrics.enabled:
+            check_port_free("metrics.port", cfg.metrics.host, cfg.metrics.port)
+        with os_failure("network.port", f"serve gRPC on port {cfg.network.port}"):
+            grpc_port = await self.server.start()
         metrics_port = 0
         if cfg.metrics.enabled:
-            metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+            with os_failure("metrics.port", f"serve metrics on port {cfg.metrics.port}"):
+                metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         advert = Advertisement.from_config(
             cfg,
             grpc_port=grpc_port,
             metrics_port=metrics_port,
             protocol=PROTOCOL_VERSION,
             fingerprint=so.fingerprint,
+            incarnation=self.incarnation,
         )
         self.port.address = f"{advert.hosts[0]}:{grpc_port}" if advert.hosts else ""
         self.view = MembershipView(
             advert.as_peer(),
             cfg.network.liveness_deadline_s,
             bootstrap=cfg.network.bootstrap_peers,
+            allow=cfg.network.allow_node_ids,
         )
         self.view.bind(asyncio.get_running_loop())
         self.peers = Peers(cfg, self.view, self.client, so.fingerprint, self._stop)
+        # A second live holder of a peer's id is refused (node/identity.py).
+        self.server.servicer.admit = functools.partial(identity_verdict, self.view)
+        await refuse_if_live_elsewhere(
+            self.client,
+            self.node_id,
+            self.view.bootstrap_addresses,
+            confirm_after_s=cfg.network.liveness_deadline_s + cfg.network.health_interval_s,
+        )
         if cfg.discovery.mdns:
             self.discovery = Discovery(advert, self.view, interfaces=cfg.discovery.interfaces)
             await self.discovery.start()
@@ -184,7 +223,22 @@ class Node:
             self.ledger.round,
         )
         self.grpc_port, self.metrics_port = grpc_port, metrics_port
-        self._write_runtime_info()
+        with os_failure("node.data_dir", f"write {RUNTIME_INFO}"):
+            self._write_runtime_info()
+
+    async def _abort_start(self) -> None:
+        """Release what a failed start already holds (ports, lock), so the exit is clean."""
+        if getattr(self, "server", None) is not None:
+            await self.server.stop(grace=0)
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.stop()
+        if getattr(self, "store", None) is not None:
+            self.store.close()
+
+    def _tls_failed(self, reason: str) -> None:
+        """A TLS handshake failed (gRPC core's log line): count it, show it in `status`."""
+        self.ops.tls_handshake_failed(reason)
+        self.port.details["tls_failures"] = self.tls_watch.summary()
 
     def _write_runtime_info(self) -> None:
         """data_dir/node.json: the ports actually bound (config may say 0) and the pid,
@@ -206,7 +260,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.server.stop(grace=2.0)
-        await asyncio.to_thread(self._checkpoint, self.ledger.round)
+        await asyncio.to_thread(self.checkpoints.save, self._checkpoint, self.ledger.round)
         if self.discovery is not None:
             await self.discovery.close()
         self.view.unbind()
@@ -214,6 +268,7 @@ class Node:
         self._write_summary()
         self.metrics.stop()
         self.store.close()
+        self.tls_watch.uninstall()
         log.info("node %s stopped at round %d", self.node_id, self.ledger.round)
 
     def _write_summary(self) -> None:
@@ -235,6 +290,8 @@ class Node:
     # ------------------------------------------------------------------ the round
 
     async def round_loop(self) -> None:
+        if not self.restored:
+            await self._recover_own_expert()
         if not self.learner.calibrated:
             await self._agree_mask()
         max_rounds = self.cfg.rounds.max_rounds
@@ -252,9 +309,29 @@ class Node:
                 log.info("adopted the cluster head's mask %s", outcome.adopted.mask_id)
             if outcome.peers:
                 self.metrics.delta_applied("own", len(outcome.peers))
-            await asyncio.to_thread(self._checkpoint, round_)  # checkpoint
+            await asyncio.to_thread(self.checkpoints.save, self._checkpoint, round_)  # checkpoint
             await self._report(round_, losses, outcome.distance, time.monotonic() - started)
             self.rounds_done += 1
+
+    async def _recover_own_expert(self) -> None:
+        """No checkpoint: first ask the neighbours for copies of our own expert (peers as
+        backup, federation/recovery.py); give up after one round of exchanges or a bound."""
+        self.ledger.begin_recovery()
+        started = time.monotonic()
+        alone_for = min(RECOVERY_WINDOW_S, self.cfg.network.liveness_deadline_s)
+        while not self._stop.is_set() and time.monotonic() - started < RECOVERY_WINDOW_S:
+            plan = self._plan()
+            results = await self._exchange(plan)
+            if self.ledger.recovered is not None or any(r.ok for r in results):
+                break
+            if not plan.neighbours(self.node_id) and time.monotonic() - started >= alone_for:
+                break  # nobody around to hold a copy: a new node, not a lost one
+            await wait_or_stop(self._stop, self.cfg.network.health_interval_s)
+        copy = self.ledger.finish_recovery()
+        if copy is not None and await asyncio.to_thread(
+            adopt_copy, self.learner, self.ledger, copy
+        ):
+            self._publish(copy.version.round)
 
     async def _agree_mask(self) -> None:
         """Warm up, then train under the cluster's mask if one exists, else calibrate our own."""
@@ -277,7 +354,9 @@ class Node:
             self.ledger.advance(round_)
             return
         with_codes = self.codes.due(round_, settling=settling)
-        version = BlockVersion(task=self.learner.task, round=round_, origin=self.node_id)
+        version = BlockVersion(
+            task=self.learner.task, round=round_, origin=self.node_id, incarnation=self.incarnation
+        )
         block = self.learner.block(version, self.cfg.federation.wire_dtype, with_codes=with_codes)
         record = self.learner.mask()
         self.ledger.train_under(record)
@@ -365,17 +444,22 @@ class Node:
         if restored is None:
             return
         round_, path = restored
+        self.restored = True
         self._publish(round_)
         log.info("resumed from checkpoint round %d (%s)", round_, path)
 
 
-async def run_node(cfg: NodeConfig) -> int:
-    """Run until SIGTERM/SIGINT or max_rounds; exit code 0 on a graceful stop."""
-    import signal
+def _stop_on_signal(node: Node, sig: int) -> None:
+    log.info("received %s: stopping gracefully", signal.Signals(sig).name)
+    node.request_stop()
 
+
+async def run_node(cfg: NodeConfig) -> int:
+    """Run until SIGTERM/SIGINT/SIGHUP or max_rounds; exit code 0 on a graceful stop."""
     node = Node(cfg)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, node.request_stop)
+    # SIGHUP (terminal closed, `kill -HUP`) is a graceful stop too: see docs/operations.md.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, _stop_on_signal, node, sig)
     await node.run()
     return 0

@@ -18,6 +18,7 @@ from solora_node.config import NodeConfig
 from solora_node.metrics import NodeMetrics
 from solora_node.net.client import PeerClient
 from solora_node.net.membership import MembershipView, PeerInfo, PeerState
+from solora_node.net.tls_watch import CERTIFICATE_REFUSALS
 from solora_node.protocol import messages as wire
 from solora_node.protocol.messages import PROTOCOL_VERSION
 
@@ -92,6 +93,7 @@ class Peers:
                     protocol=hello.protocol_version,
                     fingerprint=hello.fingerprint,
                     source="bootstrap",
+                    incarnation=hello.incarnation,
                 )
             )
         for known in hello.peers:
@@ -116,6 +118,8 @@ class Peers:
         for result in results:
             if result.ok:
                 self.view.mark_alive(result.peer)
+            elif result.reason in CERTIFICATE_REFUSALS:  # it would only flap: leave it out
+                self.view.refuse(result.peer, result.reason.value)
             else:
                 self.view.mark_failed(result.peer)
 

@@ -3,7 +3,8 @@
 
 Tensor keys: `B/<task>/<layer>` every task's block, `mask/<task>/<layer>` (uint8) the
 masks held, `code/<task>/<layer>` routing codes, `opt/...` the optimizer state.
-Metadata: the round, mask ids, the version (round, origin) of each foreign expert held.
+Metadata: the round, mask ids, the version (round, origin, incarnation) of each foreign
+expert held.
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ def save_snapshot(
                 tensors[f"code/{task}/{layer}"] = code
         for task, delta in ledger.foreign_blocks().items():
             v = delta.version
-            meta["foreign"][task] = {"round": v.round, "origin": v.origin}
+            meta["foreign"][task] = {
+                "round": v.round,
+                "origin": v.origin,
+                "incarnation": v.incarnation,
+            }
         opt_tensors, opt_meta = learner.trainer.export_state()
         tensors.update({f"opt/{k}": v for k, v in opt_tensors.items()})
         meta["trainer"] = opt_meta
@@ -79,7 +84,12 @@ def restore_snapshot(
     learner.trainer.import_state(opt, meta.get("trainer", {}))
     encoding = cfg.federation.wire_dtype
     for task, v in meta.get("foreign", {}).items():
-        version = BlockVersion(task=task, round=int(v["round"]), origin=str(v["origin"]))
+        version = BlockVersion(
+            task=task,
+            round=int(v["round"]),
+            origin=str(v["origin"]),
+            incarnation=int(v.get("incarnation", 0)),
+        )
         ledger.restore_foreign(learner.block(version, encoding, with_codes=True))
         if so.has_mask(task):  # kept for relaying: a peer that lacks it asks for it
             ledger.remember_mask(mask_record(so, task))

@@ -54,6 +54,7 @@ class BlockVersion:
     task: str
     round: int
     origin: str
+    incarnation: int = 0  # the origin process's start (unix µs); 0: unknown (older peer)
 
 
 @dataclass(frozen=True)

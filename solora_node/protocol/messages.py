@@ -49,6 +49,7 @@ class Hello:
     held: tuple[HeldBlock, ...] = ()
     peers: tuple[PeerAddress, ...] = ()
     protocol_version: int = PROTOCOL_VERSION
+    incarnation: int = 0  # this process's start (unix µs); see solora_node/incarnation.py
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,13 @@ class Descriptor:
     encoding: str
     nbytes: int
     sha256: bytes
+    incarnation: int = 0
 
     @property
     def version(self) -> BlockVersion:
-        return BlockVersion(task=self.task, round=self.round, origin=self.origin)
+        return BlockVersion(
+            task=self.task, round=self.round, origin=self.origin, incarnation=self.incarnation
+        )
 
 
 @dataclass(frozen=True)

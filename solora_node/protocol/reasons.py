@@ -24,6 +24,7 @@ class Reason(str, Enum):
     UNKNOWN_TASK = "unknown_task"
     SHUTTING_DOWN = "shutting_down"
     PROTOCOL_ERROR = "protocol_error"
+    IDENTITY_IN_USE = "identity_in_use"
     WRONG_SHAPE = "wrong_shape"
     WRONG_DTYPE = "wrong_dtype"
     MASK_MISMATCH = "mask_mismatch"
@@ -39,6 +40,8 @@ class Reason(str, Enum):
     TIMEOUT = "timeout"
     REFUSED_BY_STORE = "refused_by_store"
     UNAVAILABLE = "unavailable"
+    UNKNOWN_CA = "unknown_ca"
+    CERT_EXPIRED = "cert_expired"
 
     def to_proto(self) -> common_pb2.Reason:
         return cast(common_pb2.Reason, common_pb2.Reason.Value(self.name))

@@ -32,7 +32,14 @@ class NetnsError(SoloraError):
 
 def run(cmd: Sequence[str], *, stdin: str | None = None, check: bool = True) -> str:
     """Run a command, return stdout; on failure raise with the command line and stderr."""
-    done = subprocess.run(list(cmd), input=stdin, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(list(cmd), input=stdin, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        # A missing tool is named, not a traceback; optional calls (check=False:
+        # cleanup, counters) treat it as "nothing there".
+        if not check:
+            return ""
+        raise NetnsError(f"`{cmd[0]}` is not installed (needed for `{' '.join(cmd)}`)") from None
     if check and done.returncode != 0:
         raise NetnsError(f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout

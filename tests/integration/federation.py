@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from solora_node.testbed.local import LocalFederation, NodeSpec
 
 TINY_BASE: dict[str, Any] = {
     "federation": {
-        "id": "it-fed",
+        # Unique per test process: mDNS on 127.0.0.1 is shared by every process on the
+        # host, so two test runs at once (or a demo) must not see each other's a1 and r1.
+        "id": f"it-fed-{uuid.uuid4().hex[:8]}",
         "tasks": ["arithmetic", "reverse"],
         "rank": 4,
         "warmup_steps": 2,

@@ -132,7 +132,7 @@ def test_client_without_certificate_is_refused(pki: dict[str, Path]) -> None:
 
 def test_certificate_from_another_ca_is_refused(pki: dict[str, Path]) -> None:
     outcome, _, hub = handshake_with_hub(pki, load_tls_dir(pki["rogue"], "a"), "a")
-    assert outcome.reason is Reason.NOT_AUTHORISED  # CERTIFICATE_VERIFY_FAILED
+    assert outcome.reason is Reason.UNKNOWN_CA  # CERTIFICATE_VERIFY_FAILED, said as such
     assert hub.peers == {}
 
 

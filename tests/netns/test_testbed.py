@@ -143,6 +143,9 @@ def test_prometheus_scrapes_every_node(bed: Testbed) -> None:
 
 
 def test_rate_limited_lossy_host_still_completes_rounds(bed: Testbed) -> None:
+    if shutil.which("nft") is None:
+        # .ci/run installs nftables where it can; elsewhere this one test cannot inject loss.
+        pytest.skip("nftables `nft` not installed (apt-get install nftables): no packet loss")
     host = bed.host(IMPAIRED)
     bed.impair(IMPAIRED, rate="2mbit", loss=10)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,23 @@ def test_missing_tensor_file_is_a_checkpoint_error(checkpoint: Path, tmp_path: P
     (partial / "manifest.json").write_text((checkpoint / "manifest.json").read_text())
     with pytest.raises(CheckpointError, match=r"blocks\.safetensors not found"):
         load_checkpoint(partial, tmp_path)
+
+
+def test_infer_refuses_a_corrupted_tensor_file(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(checkpoint, copy)
+    assert set(json.loads((copy / "manifest.json").read_text())["checksums"]) == {
+        "blocks.safetensors",
+        "masks.safetensors",
+        "codes.safetensors",
+    }
+    blocks = bytearray((copy / "blocks.safetensors").read_bytes())
+    blocks[-3] ^= 0x01  # one bit of one weight: still parses, would answer differently
+    (copy / "blocks.safetensors").write_bytes(bytes(blocks))
+    code = cli.main(["infer", "--checkpoint", str(copy), "--task", "arith", "hello"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert f"{copy / 'blocks.safetensors'}: checksum mismatch" in err

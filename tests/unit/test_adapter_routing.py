@@ -3,11 +3,14 @@ different tasks routed to their own expert (tiny model; codes need no training).
 
 from __future__ import annotations
 
+import logging
 import random
 
+import pytest
 import torch
 
 from solora_node.adapter import dual_basis, gate_weights, route, task_codes
+from solora_node.adapter.errors import AdapterError
 from solora_node.adapter.prompts import prompt_batch
 from tests.unit.test_adapter_helpers import TASKS, tiny_federation
 
@@ -94,3 +97,26 @@ def test_dual_basis_separates_nearly_collinear_codes() -> None:
     assert torch.allclose(dual @ codes.T, torch.eye(3), atol=1e-3)
     picked = gate_weights(codes, dual, top1=True)
     assert torch.equal(picked, torch.eye(3))
+
+
+def test_missing_codes_route_among_the_others_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A node whose first rounds brought no block (hence no code) of one task yet.
+    loaded, so = tiny_federation()
+    rng = random.Random(0)
+    for task in TASKS[:2]:
+        so.codes[task] = task_codes(so, loaded.tokenizer, routing_prompts(task, 24, rng), 12)
+    missing = TASKS[2]
+    batch = prompt_batch(loaded.tokenizer, routing_prompts(missing, 6, random.Random(1)))
+    with caplog.at_level(logging.WARNING, logger="solora_node.adapter.routing"):
+        top1 = route(so, batch, top1=True)
+        soft = route(so, batch)
+    assert top1.shape == soft.shape == (6, 3)
+    assert bool((top1[:, 2] == 0).all()) and bool((soft[:, 2] == 0).all())  # never picked
+    assert torch.allclose(soft.sum(-1), torch.ones(6))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"no routing codes for ['{missing}']" in warnings[0]
+    so.codes.clear()
+    with pytest.raises(AdapterError, match="none of the tasks"):
+        route(so, batch)

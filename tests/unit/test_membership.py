@@ -231,3 +231,30 @@ def test_bound_view_fires_deadline_timer_without_polling() -> None:
 def test_rejects_inconsistent_deadlines() -> None:
     with pytest.raises(ValueError):
         MembershipView(_peer("self", "self"), liveness_deadline_s=6.0, dead_after_s=1.0)
+
+
+def test_peer_off_the_allow_list_never_enters_membership(clock: FakeClock) -> None:
+    view = MembershipView(
+        _peer("self", "self"), liveness_deadline_s=6.0, clock=clock, allow=["a1", "self"]
+    )
+    for source in ("mdns", "bootstrap", "exchange"):
+        assert not view.report(_peer("intruder", source))
+    assert view.report(_peer("a1"))
+    assert set(view.peers()) == {"a1"}
+    assert [p.node_id for p in view.live_members()] == ["a1", "self"]
+    assert view.ignored("not_allowed") == {"intruder"}
+
+
+def test_refused_certificate_keeps_a_peer_out_until_forgotten(
+    view: MembershipView, clock: FakeClock
+) -> None:
+    events: list[MembershipEvent] = []
+    view.add_listener(events.append)
+    assert view.report(_peer("rogue"))
+    view.refuse("rogue", "unknown_ca")
+    assert view.peer("rogue") is None and events[-1].kind == "removed"
+    for source in ("mdns", "bootstrap", "exchange"):
+        assert not view.report(_peer("rogue", source))  # no flapping back in
+    assert view.ignored("unknown_ca") == {"rogue"}
+    clock.advance(view.forget_after_s + 1)
+    assert view.report(_peer("rogue"))  # a fixed certificate gets another chance

@@ -174,6 +174,8 @@ def test_damaged_newest_falls_back_to_previous(
     corrupt, reason = DAMAGE[damage]
     _saved(store, 1, 2)
     corrupt(store.root / "ckpt-00000002")
+    with pytest.raises(CheckpointError, match=f"ckpt-00000002 is unusable: .*{reason}"):
+        store.load(2)
     with caplog.at_level(logging.WARNING, logger="solora_node.store"):
         loaded = store.load_latest()
     assert loaded is not None and loaded.round == 1
@@ -181,8 +183,39 @@ def test_damaged_newest_falls_back_to_previous(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0]
     assert "ckpt-00000002" in warnings[0] and reason in warnings[0]
-    with pytest.raises(CheckpointError, match=f"ckpt-00000002 is unusable: .*{reason}"):
-        store.load(2)
+    assert "moved aside" in warnings[0]
+
+
+def test_unusable_checkpoint_is_quarantined_not_pruned(tmp_path: Path) -> None:
+    with CheckpointStore(tmp_path / "ckpt", keep=2) as store:
+        _saved(store, 1, 2)
+        _flip_byte(store.root / "ckpt-00000002")
+        loaded = store.load_latest()
+        assert loaded is not None and loaded.round == 1
+        for round_ in (3, 4):  # later saves prune ckpt-* only, never the quarantine
+            store.save(round_, tensors_for_round(round_))
+        aside = list((store.root / "quarantine").iterdir())
+        assert [p.name.split("-")[1] for p in aside] == ["00000002"]
+        with pytest.raises(CheckpointError, match="checksum mismatch"):
+            load_checkpoint(aside[0])  # kept as it was, for inspection
+        assert [c.round for c in store.list()] == [3, 4]
+
+
+def test_reader_does_not_move_unusable_checkpoints(tmp_path: Path) -> None:
+    with CheckpointStore(tmp_path / "ckpt", keep=2) as store:
+        _saved(store, 1, 2)
+    _flip_byte(tmp_path / "ckpt" / "ckpt-00000002")
+    loaded = CheckpointStore(tmp_path / "ckpt", keep=2, readonly=True).load_latest()
+    assert loaded is not None and loaded.round == 1
+    assert (tmp_path / "ckpt" / "ckpt-00000002").is_dir()
+
+
+def test_opening_a_writer_prunes_what_a_kill_before_pruning_left(tmp_path: Path) -> None:
+    # The state kill -9 leaves between publishing round 3 and pruning: keep + 1 rounds.
+    with CheckpointStore(tmp_path / "ckpt", keep=3) as store:
+        _saved(store, 1, 2, 3)
+    with CheckpointStore(tmp_path / "ckpt", keep=2) as reopened:
+        assert [c.round for c in reopened.list()] == [2, 3]
 
 
 def test_all_damaged_means_fresh_start(store: CheckpointStore) -> None:
