@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from solora_node.recovery import OwnExpertRecovery
-
+from solora_node.federation.recovery import OwnExpertRecovery
 from solora_node.federation.versions import newer as newer_version
 from solora_node.net.membership import MembershipView, PeerState
 from solora_node.node.identity import identity_verdict
