@@ -87,7 +87,12 @@ build_base() {
 
 # ------------------------------------------------------------ 2. wheelhouse
 py_tag=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-wheel_key=$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" <(echo "$py_tag wheels-v1") | hash_of)
+# Keyed by what pip resolves: the declared dependencies and build requirements
+# (not the rest of pyproject.toml), the pins, the Python version.
+requirements=$("$PYTHON" -c 'import sys, tomllib
+data = tomllib.load(open(sys.argv[1], "rb"))
+print(*data["project"]["dependencies"], *data["build-system"]["requires"], sep="\n")' "$ROOT/pyproject.toml")
+wheel_key=$(cat <(echo "$requirements") "$ROOT/constraints.txt" <(echo "$py_tag wheels-v1") | hash_of)
 WHEELHOUSE=$CACHE/wheels-$wheel_key
 build_wheelhouse() {
   if [ -f "$WHEELHOUSE/.complete" ]; then
@@ -108,6 +113,8 @@ build_wheelhouse() {
     log "wheelhouse: error: pip picked a CUDA torch; check constraints.txt and the pip index"; exit 1
   fi
   touch "$WHEELHOUSE/.complete"
+  # Older wheelhouses are dead weight (hundreds of MB each).
+  find "$CACHE" -maxdepth 1 -name 'wheels-*' ! -path "$WHEELHOUSE" -exec rm -rf {} +
 }
 
 # ------------------------------------------------------------------- 3. node

@@ -46,9 +46,9 @@ TASK_OF = {
 }
 LIVE_TIMEOUT_S = 300.0  # six tiny-model nodes starting at once on a shared 2-core host
 GRACE_PERIOD_S = 25.0  # docker-compose.yml's stop_grace_period
-# deploy/compose/tiny.yml: liveness deadline 4 s, health interval 0.5 s; plus slack for
-# the health call's own timeout and a scrape on a busy machine.
-DROP_VISIBLE_S = 4.0 + 0.5 + 2.0 + 10.0
+# The liveness deadline (6 s) and deploy/compose/tiny.yml's health interval (1 s), plus
+# slack for the health call's own timeout and a scrape on a busy machine.
+DROP_VISIBLE_S = 6.0 + 1.0 + 2.0 + 10.0
 FIGURES: dict[str, object] = {}
 
 Metrics = dict[str, dict[str, float] | None]

@@ -25,6 +25,7 @@ from solora_node.metrics import parse_exposition
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "deploy" / "images" / "build.sh"
+ALLOW_MDNS = ROOT / "deploy" / "compose" / "allow-mdns.sh"
 COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "deploy" / "compose" / "tiny.yml")
 PROJECT = "solora-compose-test"
 NETWORK = f"{PROJECT}_solora"
@@ -138,6 +139,7 @@ class ComposeTestbed:
     def __init__(self) -> None:
         self.build_seconds: float | None = None
         self.up_at: float | None = None
+        self.added_mdns_rule = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -152,12 +154,23 @@ class ComposeTestbed:
 
     def up(self) -> None:
         self.down()  # what a run that died half-way left behind
+        if not self._mdns_allowed():
+            run([str(ALLOW_MDNS), "add"])
+            self.added_mdns_rule = True
         self.up_at = time.monotonic()
         self.compose("up", "-d", "--no-build")
 
+    @staticmethod
+    def _mdns_allowed() -> bool:
+        return subprocess.run([str(ALLOW_MDNS), "check"], capture_output=True).returncode == 0
+
     def down(self) -> None:
-        """Containers, the network and the project's volumes; images stay (the cache)."""
+        """Containers, the network and the project's volumes; images stay (the cache).
+        The mDNS firewall rule goes too, if this testbed added it."""
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False)
+        if self.added_mdns_rule:
+            run([str(ALLOW_MDNS), "remove"], check=False)
+            self.added_mdns_rule = False
 
     def leftovers(self) -> list[str]:
         """Containers, networks and volumes of the project that still exist."""
