@@ -2,7 +2,7 @@
 # Builds the solora-node images without a registry: a Debian base from
 # debootstrap, a wheelhouse from the host's pip, then deploy/Dockerfile on both.
 #
-#   deploy/images/build.sh [--tag TAG] [--print-env]
+#   deploy/images/build.sh [--tag TAG]      (node image solora-node:TAG, default local)
 #
 #   1. base       debootstrap (the Debian mirror of the host's apt sources) with
 #                 python3, python3-venv, tini, ca-certificates and prometheus,
@@ -25,13 +25,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TAG=local
-PRINT_ENV=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag) TAG=${2:?--tag needs a value}; shift 2 ;;
-    --print-env) PRINT_ENV=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
-    *) echo "build.sh: unknown argument '$1' (expected --tag TAG or --print-env)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build.sh: unknown argument '$1' (expected --tag TAG)" >&2; exit 2 ;;
   esac
 done
 
@@ -143,8 +141,3 @@ t2=$(now)
 build_node
 t3=$(now)
 log "done in $((t3 - t0)) s (base $((t1 - t0)) s, wheelhouse $((t2 - t1)) s, node $((t3 - t2)) s)"
-if [ "$PRINT_ENV" = 1 ]; then
-  echo "SOLORA_BASE_IMAGE=solora-base:local"
-  echo "SOLORA_IMAGE_TAG=$TAG"
-  echo "SOLORA_BUILD_SECONDS=$((t3 - t0))"
-fi

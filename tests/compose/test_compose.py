@@ -98,7 +98,7 @@ def bed() -> Iterator[ComposeTestbed]:
         pytest.skip(reason)
     testbed = ComposeTestbed()
     try:
-        testbed.build()
+        FIGURES["build_summary"] = testbed.build()
         FIGURES["build_seconds"] = round(testbed.build_seconds or 0.0, 1)
         testbed.up()
         yield testbed
