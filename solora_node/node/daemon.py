@@ -332,6 +332,7 @@ class Node:
             adopt_copy, self.learner, self.ledger, copy
         ):
             self._publish(copy.version.round)
+            self.metrics.round.set(self.ledger.round)  # reported at once, like a resume
 
     async def _agree_mask(self) -> None:
         """Warm up, then train under the cluster's mask if one exists, else calibrate our own."""
