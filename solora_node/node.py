@@ -36,6 +36,7 @@ from solora_node.book import BlockBook
 from solora_node.config import NodeConfig
 from solora_node.learner import LocalLearner
 from solora_node.metrics import NodeMetrics
+from solora_node.model import load_base_model
 from solora_node.net import store as wire
 from solora_node.net.client import PeerClient
 from solora_node.net.discovery import Advertisement, Discovery
@@ -45,14 +46,13 @@ from solora_node.net.reasons import Reason
 from solora_node.net.security import load_tls
 from solora_node.net.server import PeerServer
 from solora_node.net.topology import Member, TopologyPlan, consensus_distance, plan_topology
+from solora_node.node_files import ADAPTER_DIR, CHECKPOINT_DIR, RUNTIME_INFO, SUMMARY
+from solora_node.pacing import Pacer
+from solora_node.startup import StartupPhases
 from solora_node.store import CheckpointStore, atomic_write_bytes
 
 log = logging.getLogger("solora_node.node")
 
-RUNTIME_INFO = "node.json"
-SUMMARY = "summary.json"
-ADAPTER_DIR = "adapter"  # inside node.data_dir: the latest model for `solora-node infer`
-CHECKPOINT_DIR = "checkpoints"
 # The wire's own staleness check is relaxed for the daemon: foreign experts may come from
 # a slower cluster and are still the freshest copy; own-task staleness is enforced by the
 # book (refused as STALE_ROUND) and by aggregation.
@@ -107,6 +107,10 @@ class Node:
         # ever dial them: we keep re-dialling them, slowly, until one answers.
         self._forgotten: collections.OrderedDict[str, PeerInfo] = collections.OrderedDict()
         self.plan: TopologyPlan | None = None
+        rounds = cfg.rounds
+        self.pacer = Pacer(
+            rounds.min_interval_s, rounds.checkpoint_every_rounds, rounds.checkpoint_every_s
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -134,10 +138,16 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.cfg
-        tls = load_tls(cfg.network, self.node_id)  # fails before anything is loaded
+        phases = StartupPhases()
+        with phases.phase("loading TLS material"):
+            tls = load_tls(cfg.network, self.node_id)  # fails before anything is loaded
         if self._learner is None:
-            log.info("loading model %s and task %s", cfg.model.base, cfg.task.name)
-            self._learner = await asyncio.to_thread(LocalLearner, cfg)
+            with phases.phase(f"loading model {cfg.model.base}"):
+                loaded = await asyncio.to_thread(
+                    load_base_model, cfg.model.base, cfg.model.cache_dir, seed=cfg.train.seed
+                )
+            with phases.phase(f"preparing adapter and task {cfg.task.name}"):
+                self._learner = await asyncio.to_thread(LocalLearner, cfg, loaded)
         self.learner = self._learner
         self.metrics = NodeMetrics(tasks=cfg.federation.tasks)
         self.metrics.set_info(
@@ -162,7 +172,8 @@ class Node:
             known_peers=self._known_peers,
             on_peer=self._on_peer,
         )
-        await asyncio.to_thread(self._restore)
+        with phases.phase("restoring the latest checkpoint"):
+            await asyncio.to_thread(self._restore)
         self.metrics.round.set(self.book.round)  # a resumed node reports its round at once
         limits = dataclasses.replace(
             WireLimits.from_config(cfg.network, cfg.topology), staleness_rounds=FOREIGN_STALENESS
@@ -181,10 +192,11 @@ class Node:
         self.client = PeerClient(
             self.book, limits=limits, tls=tls, allow_node_ids=allow, observer=observer
         )
-        grpc_port = await self.server.start()
-        metrics_port = 0
-        if cfg.metrics.enabled:
-            metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        with phases.phase("binding gRPC and metrics ports"):
+            grpc_port = await self.server.start()
+            metrics_port = 0
+            if cfg.metrics.enabled:
+                metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         advert = Advertisement.from_config(
             cfg,
             grpc_port=grpc_port,
@@ -201,8 +213,9 @@ class Node:
         self.view.bind(asyncio.get_running_loop())
         self.view.add_listener(self._on_membership)
         if cfg.discovery.mdns:
-            self.discovery = Discovery(advert, self.view, interfaces=cfg.discovery.interfaces)
-            await self.discovery.start()
+            with phases.phase("starting mDNS discovery"):
+                self.discovery = Discovery(advert, self.view, interfaces=cfg.discovery.interfaces)
+                await self.discovery.start()
         self._tasks = [
             asyncio.create_task(self._liveness_loop(), name="liveness"),
             asyncio.create_task(self._bootstrap_loop(), name="bootstrap"),
@@ -217,6 +230,7 @@ class Node:
         )
         self.grpc_port, self.metrics_port = grpc_port, metrics_port
         self._write_runtime_info()
+        phases.finished()
 
     def _write_runtime_info(self) -> None:
         """data_dir/node.json: the ports actually bound (config may say 0) and the pid,
@@ -280,9 +294,11 @@ class Node:
             self.book.publish_own(round_, self.cfg.federation.wire_dtype)  # encode
             await self._exchange(plan)  # send/receive
             distance = self._aggregate(plan, round_)  # aggregate
-            await asyncio.to_thread(self._checkpoint, round_)  # checkpoint
+            if self.pacer.checkpoint_due(round_):
+                await asyncio.to_thread(self._checkpoint, round_)  # checkpoint
             await self._report(round_, losses, distance, time.monotonic() - started)  # report
             self.rounds_done += 1
+            await _wait(self._stop, self.pacer.rest_after(started))  # pacing
 
     async def _agree_mask(self) -> None:
         """Warm up, then train under the cluster's mask if one exists, else calibrate our own."""
@@ -428,6 +444,7 @@ class Node:
     def _checkpoint(self, round_: int) -> None:
         with self.learner.lock:
             self._checkpoint_locked(round_)
+        self.pacer.checkpointed(round_)
 
     def _checkpoint_locked(self, round_: int) -> None:
         so = self.learner.so
