@@ -41,6 +41,7 @@ from solora_node.net.store import (
     PeerInfo,
 )
 from solora_node.net.validate import expectation_from_mask
+from solora_node.topology_view import TopologyView
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class BlockBook:
         self.neighbours: tuple[NeighbourStatus, ...] = ()
         self.exchanges: collections.deque[ExchangeResult] = collections.deque(maxlen=16)
         self.details: dict[str, str] = {}
+        self.topology: TopologyView | None = None  # set by the node at every plan
         self._codes_round: int | None = None
 
     # ------------------------------------------------------------------ local side
@@ -281,4 +283,5 @@ class BlockBook:
             neighbours=self.neighbours,
             last_exchanges=tuple(self.exchanges),
             details=details,
+            topology=self.topology,
         )

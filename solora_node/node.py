@@ -50,6 +50,7 @@ from solora_node.node_files import ADAPTER_DIR, CHECKPOINT_DIR, RUNTIME_INFO, SU
 from solora_node.pacing import Pacer
 from solora_node.startup import StartupPhases
 from solora_node.store import CheckpointStore, atomic_write_bytes
+from solora_node.topology_view import live_view
 
 log = logging.getLogger("solora_node.node")
 
@@ -329,6 +330,9 @@ class Node:
                 "topology: %d nodes, neighbours %s", len(members), plan.neighbours(self.node_id)
             )
         self.plan = plan
+        self.book.topology = live_view(
+            plan, self.node_id, self.cfg.task.name, self.view, self.book.topology
+        )
         cluster = plan.cluster(self.cfg.task.name)
         self.book.head = cluster.head
         self.book.neighbours = tuple(

@@ -62,7 +62,9 @@ def status_json(status: Any) -> dict[str, Any]:
     }
 
 
-async def _query(args: argparse.Namespace) -> dict[str, Any]:
+async def fetch_status(args: argparse.Namespace) -> Any:
+    """The node's status reply (net.store.NodeStatus), authenticated as --config/--insecure
+    say; `topology --addr` asks the same way."""
     from solora_node.config import load_config
     from solora_node.net.client import PeerClient
     from solora_node.net.memory import InMemoryStore
@@ -80,10 +82,13 @@ async def _query(args: argparse.Namespace) -> dict[str, Any]:
     # The status RPC needs no store of ours; an empty one satisfies the client's contract.
     client = PeerClient(InMemoryStore(node_id="status-cli", task="", layouts={}), tls=tls)
     try:
-        status = await client.status(args.addr, args.node_id, timeout=args.timeout)
+        return await client.status(args.addr, args.node_id, timeout=args.timeout)
     finally:
         await client.close()
-    return status_json(status)
+
+
+async def _query(args: argparse.Namespace) -> dict[str, Any]:
+    return status_json(await fetch_status(args))
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 from solora_node.adapter.payload import BlockDelta, BlockVersion, MaskRecord
 from solora_node.net.limits import PROTOCOL_VERSION
 from solora_node.net.reasons import Reason
+from solora_node.topology_view import TopologyView
 
 ItemKind = Literal["delta", "mask"]
 
@@ -133,6 +134,7 @@ class NodeStatus:
     last_exchanges: tuple[ExchangeResult, ...] = ()
     details: Mapping[str, str] = field(default_factory=dict)
     protocol_version: int = PROTOCOL_VERSION
+    topology: TopologyView | None = None  # the plan in use; None before the first one
 
 
 @dataclass(frozen=True)
