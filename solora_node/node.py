@@ -47,6 +47,7 @@ from solora_node.net.security import load_tls
 from solora_node.net.server import PeerServer
 from solora_node.net.topology import Member, TopologyPlan, consensus_distance, plan_topology
 from solora_node.node_files import ADAPTER_DIR, CHECKPOINT_DIR, RUNTIME_INFO, SUMMARY
+from solora_node.node_page import NodePage, peer_rows
 from solora_node.pacing import Pacer
 from solora_node.startup import StartupPhases
 from solora_node.store import CheckpointStore, atomic_write_bytes
@@ -196,8 +197,9 @@ class Node:
         with phases.phase("binding gRPC and metrics ports"):
             grpc_port = await self.server.start()
             metrics_port = 0
+            page = self._node_page()
             if cfg.metrics.enabled:
-                metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+                metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port, page.render)
         advert = Advertisement.from_config(
             cfg,
             grpc_port=grpc_port,
@@ -232,6 +234,20 @@ class Node:
         self.grpc_port, self.metrics_port = grpc_port, metrics_port
         self._write_runtime_info()
         phases.finished()
+
+    def _node_page(self) -> NodePage:
+        """The page at / on the metrics port (solora_node.node_page)."""
+        cfg = self.cfg
+        self.page = NodePage(
+            node_id=self.node_id,
+            task=cfg.task.name,
+            federation=cfg.federation.id,
+            version=__version__,
+            data_dir=str(cfg.node.data_dir),
+            checkpoint_policy=self.pacer.describe(),
+            registry=self.metrics.registry,
+        )
+        return self.page
 
     def _write_runtime_info(self) -> None:
         """data_dir/node.json: the ports actually bound (config may say 0) and the pid,
@@ -425,6 +441,16 @@ class Node:
             self.book.details["eval_accuracy"] = f"{accuracy:.4f}"
         if losses:
             self.book.details["train_loss"] = f"{sum(losses) / len(losses):.4f}"
+        self.page.record_round(
+            round_,
+            losses,
+            self.observer.totals,
+            seconds,
+            peer_rows(self.view.peers(), self.book.neighbours),
+            self.book.topology,
+            (self.pacer.last_checkpoint_round, self.pacer.last_checkpoint_unix),
+            self.book.details.get("eval_accuracy"),
+        )
         log.info(
             "round %d: loss %.4f, %d neighbours, consensus distance %.3g, %.1fs",
             round_,

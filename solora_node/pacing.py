@@ -23,9 +23,19 @@ class Pacer:
     clock: Callable[[], float] = time.monotonic
     _last_checkpoint_round: int | None = field(default=None, init=False)
     _last_checkpoint_at: float = field(default=0.0, init=False)
+    last_checkpoint_unix: float | None = field(default=None, init=False)  # for the node page
 
     def __post_init__(self) -> None:
         self._last_checkpoint_at = self.clock()
+
+    def describe(self) -> str:
+        """The checkpoint policy in words, for the node page."""
+        triggers = []
+        if self.checkpoint_every_rounds is not None:
+            triggers.append(f"every {self.checkpoint_every_rounds} rounds")
+        if self.checkpoint_every_s is not None:
+            triggers.append(f"every {self.checkpoint_every_s:g} s")
+        return " or ".join(triggers) or "only at a graceful stop"
 
     def rest_after(self, round_started: float) -> float:
         """Seconds to wait before the next round, given when this one started."""
@@ -41,6 +51,11 @@ class Pacer:
         seconds = self.checkpoint_every_s
         return seconds is not None and self.clock() - self._last_checkpoint_at >= seconds
 
+    @property
+    def last_checkpoint_round(self) -> int | None:
+        return self._last_checkpoint_round
+
     def checkpointed(self, round_: int) -> None:
         self._last_checkpoint_round = round_
         self._last_checkpoint_at = self.clock()
+        self.last_checkpoint_unix = time.time()
