@@ -10,13 +10,14 @@ from solora_node.commands._common import emit_json
 from solora_node.errors import NotBuiltYet
 
 BENCHMARKS = {
-    "payload": "bytes on the wire per round: LoRA vs LoRI vs SO-LoRA (issue 3)",
-    "train": "seconds per local step: PEFT LoRA vs SO-LoRA (issue 3)",
-    "codec": "encode/decode throughput vs memcpy (issue 4)",
-    "net": "gRPC streamed exchange vs raw TCP on loopback (issue 4)",
-    "routing": "implicit-MoE auto-routing accuracy on the default model (issue 3)",
-    "soak": "N-node loopback federation for R rounds: RSS/fd growth per node (issue 8)",
-    "poisoning": "1 of 5 same-task peers poisoned: accuracy per aggregation rule (issue 8)",
+    "payload": "bytes on the wire per round: LoRA vs LoRI vs SO-LoRA",
+    "train": "seconds per local step: PEFT LoRA vs SO-LoRA",
+    "codec": "encode/decode throughput vs memcpy",
+    "net": "gRPC streamed exchange vs raw TCP on loopback",
+    "routing": "implicit-MoE auto-routing accuracy on the default model",
+    "soak": "N-node loopback federation for R rounds: RSS/fd growth per node",
+    "poisoning": "1 of 5 same-task peers poisoned: accuracy per aggregation rule",
+    "idle": "CPU per tiny-model node with rounds unpaced vs paced (rounds.* defaults)",
 }
 ISSUE_OF = {"payload": 3, "train": 3, "codec": 4, "net": 4, "routing": 3, "soak": 8, "poisoning": 8}
 
