@@ -35,7 +35,9 @@ def circle_of_circles(tasks_of_nodes: Sequence[str]) -> list[tuple[float, float]
                 math.sin(2 * math.pi * t / len(tasks)),
             )
         )
-        angle = 2 * math.pi * k / len(same)
+        # A quarter turn: two-member clusters stand across the line between clusters, so a
+        # bridge never runs through the other member.
+        angle = 2 * math.pi * k / len(same) + math.pi / 2
         radius = CLUSTER_RADIUS if len(same) > 1 else 0.0
         points.append((cx + radius * math.cos(angle), cy + radius * math.sin(angle)))
     return points
@@ -58,16 +60,22 @@ def topology_svg(view: TopologyView, size: int = 420) -> str:
     """A self-contained <svg> element (no scripts, no external references)."""
     nodes = _nodes(view)
     points = circle_of_circles([task for _, task in nodes])
-    scale, mid = size / 3.2, size / 2
+    # Fit the drawing's bounding box (two clusters lie on one line: no empty square).
+    margin = 40.0
+    xs, ys = [x for x, _ in points] or [0.0], [y for _, y in points] or [0.0]
+    span = max(max(xs) - min(xs), max(ys) - min(ys), 0.5)
+    scale = (size - 2 * margin) / span
+    width, height = size, int((max(ys) - min(ys)) * scale + 2 * margin)
+    x_off = (size - (max(xs) - min(xs)) * scale) / 2
     where = {
-        nid: (mid + x * scale, mid + y * scale)
+        nid: (x_off + (x - min(xs)) * scale, margin + (y - min(ys)) * scale)
         for (nid, _), (x, y) in zip(nodes, points, strict=True)
     }
     colour = {task: PALETTE[k % len(PALETTE)] for k, task in enumerate(view.tasks)}
     heads = {c.head for c in view.clusters}
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" id="topology" width="{size}" '
-        f'height="{size}" viewBox="0 0 {size} {size}" role="img" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="topology" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
         'aria-label="topology: clusters, heads and bridges">'
     ]
     for a, b, bridge in _links(view):
@@ -131,6 +139,12 @@ def topology_png(view: TopologyView, path: Path, title: str) -> None:
             ax.annotate(node_id + suffix, (x, y - 0.2), ha="center", fontsize=7, zorder=3)
     for task in view.tasks:
         ax.scatter([], [], color=colour[task], label=task)
+    # Equal axes with room for labels: two clusters lie on one line, which autoscaling
+    # would stretch into a diagonal and whose labels it would clip.
+    xs, ys = [x for x, _ in points] or [0.0], [y for _, y in points] or [0.0]
+    ax.set_xlim(min(xs) - 0.4, max(xs) + 0.4)
+    ax.set_ylim(min(ys) - 0.4, max(ys) + 0.4)
+    ax.set_aspect("equal")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     ax.legend(fontsize=7, loc="best")

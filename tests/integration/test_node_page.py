@@ -5,6 +5,7 @@ round pacing. Three tiny-model nodes on loopback, TLS on, default pacing."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,10 @@ CHROMIUM_FLAGS = (
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
     root = tmp_path_factory.mktemp("page")
-    base = {**TINY_BASE, "rounds": {"min_interval_s": MIN_INTERVAL_S}}
+    # A federation id of its own: other tests' nodes on this host's loopback mDNS must not
+    # join this plan.
+    federation = {**TINY_BASE["federation"], "id": f"page-{os.getpid()}"}
+    base = {**TINY_BASE, "federation": federation, "rounds": {"min_interval_s": MIN_INTERVAL_S}}
     specs = [
         NodeSpec("a1", "arithmetic", 0, 2),
         NodeSpec("a2", "arithmetic", 1, 2),
