@@ -119,8 +119,13 @@ def topology_png(view: TopologyView, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     for a, b, bridge in _links(view):
         if a in where and b in where:
-            xs, ys = zip(where[a], where[b], strict=True)
-            ax.plot(xs, ys, color="grey" if bridge else "black", linestyle="--" if bridge else "-")
+            line_x, line_y = zip(where[a], where[b], strict=True)
+            ax.plot(
+                line_x,
+                line_y,
+                color="grey" if bridge else "black",
+                linestyle="--" if bridge else "-",
+            )
     for task in dict.fromkeys(t for _, t in nodes):
         for node_id in (n for n, t in nodes if t == task):
             state = view.state_of(node_id)
