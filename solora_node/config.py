@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from solora_node.config_sources import resolve_relative_paths, source_of
 from solora_node.defaults import FEDERATION_SEED
 from solora_node.errors import SoloraError
 
@@ -200,6 +201,16 @@ class MetricsSection(_Section):
 class RoundsSection(_Section):
     max_rounds: int | None = Field(None, gt=0, description="stop after this many; None = forever")
     checkpoint_keep: int = Field(2, gt=0, description="checkpoints kept on disk")
+    # Pacing (solora_node.node.pacing, docs/operations.md): an edge box should not spin.
+    min_interval_s: float = Field(
+        2.0, ge=0, description="a round starts at least this long after the previous one"
+    )
+    checkpoint_every_rounds: int | None = Field(
+        10, gt=0, description="checkpoint after this many rounds (None = only by time)"
+    )
+    checkpoint_every_s: float | None = Field(
+        60.0, gt=0, description="or after this many seconds, whichever comes first"
+    )
 
 
 class NodeConfig(_Section):
@@ -325,7 +336,7 @@ def _parse_scalar(raw: str) -> Any:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is fine
     except FileNotFoundError:
         raise ConfigError([f"{path}: config file not found"]) from None
     except OSError as exc:
@@ -351,11 +362,20 @@ def load_config(
     overrides: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
 ) -> NodeConfig:
-    """Merge YAML, environment and CLI overrides (in that order) and validate."""
-    data: dict[str, Any] = read_yaml(path) if path is not None else {}
-    data = deep_merge(data, env_overrides(os.environ if environ is None else environ))
-    data = deep_merge(data, cli_overrides(overrides))
+    """Merge YAML, environment and CLI overrides (in that order) and validate.
+
+    Relative paths in the file resolve against the file's folder; a bad value is blamed
+    on the layer that set it (solora_node.config_sources)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = resolve_relative_paths(read_yaml(path), path.parent)
+    env = env_overrides(os.environ if environ is None else environ)
+    cli = cli_overrides(overrides)
     try:
-        return NodeConfig.model_validate(data)
+        return NodeConfig.model_validate(deep_merge(deep_merge(data, env), cli))
     except ValidationError as err:
-        raise ConfigError(validation_problems(err, str(path) if path else None)) from None
+        problems = []
+        for error in err.errors():
+            source = source_of(error.get("loc", ()), path, env, cli)
+            problems.append((f"{source}: " if source else "") + _format_problem(error))
+        raise ConfigError(problems) from None

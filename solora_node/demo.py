@@ -81,7 +81,7 @@ def base_config(plan: DemoPlan) -> dict[str, Any]:
         },
         "network": {"liveness_deadline_s": 20.0, "health_interval_s": 2.0},
         "metrics": {"eval_every": max(1, plan.rounds // 3)},
-        "rounds": {"max_rounds": plan.rounds},
+        "rounds": {"max_rounds": plan.rounds, "min_interval_s": 0},  # a demo is not paced
     }
 
 

@@ -11,7 +11,7 @@ below (tasks: the federation's task list); anything else is counted as
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -21,8 +21,9 @@ from prometheus_client import (
     Histogram,
     Info,
     generate_latest,
-    start_http_server,
 )
+
+from solora_node.node_http import node_http_app, start_http
 
 OTHER = "other"
 
@@ -222,11 +223,12 @@ class NodeMetrics:
         """The text format /metrics serves (for status commands and tests)."""
         return generate_latest(self.registry)
 
-    def serve(self, host: str, port: int) -> int:
-        """Start /metrics on (host, port) in a daemon thread; returns the bound port (0 = any)."""
+    def serve(self, host: str, port: int, page: Callable[[], str] | None = None) -> int:
+        """Start /metrics, /healthz and (given `page`) the node page at / on (host, port) in a
+        daemon thread; returns the bound port (0 = any)."""
         if self._server is not None:
             raise RuntimeError("metrics endpoint already running")
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        server, thread = start_http(host, port, node_http_app(self.registry, page))
         self._server, self._thread = server, thread
         return int(server.server_port)
 

@@ -63,7 +63,7 @@ class ExchangeReport(_message.Message):
     def __init__(self, peer: _Optional[str] = ..., round: _Optional[int] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., items_sent: _Optional[int] = ..., items_received: _Optional[int] = ..., refused_by_peer: _Optional[_Iterable[_Union[ReasonCount, _Mapping]]] = ..., refused_by_me: _Optional[_Iterable[_Union[ReasonCount, _Mapping]]] = ..., message: _Optional[str] = ..., initiated: _Optional[bool] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., finished_unix: _Optional[float] = ..., duration_s: _Optional[float] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("protocol_version", "federation_id", "node_id", "task", "round", "cluster", "neighbours", "last_exchanges", "details")
+    __slots__ = ("protocol_version", "federation_id", "node_id", "task", "round", "cluster", "neighbours", "last_exchanges", "details", "topology")
     class DetailsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class StatusReply(_message.Message):
     NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
     LAST_EXCHANGES_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     federation_id: str
     node_id: str
@@ -89,4 +90,61 @@ class StatusReply(_message.Message):
     neighbours: _containers.RepeatedCompositeFieldContainer[NeighbourStatus]
     last_exchanges: _containers.RepeatedCompositeFieldContainer[ExchangeReport]
     details: _containers.ScalarMap[str, str]
-    def __init__(self, protocol_version: _Optional[int] = ..., federation_id: _Optional[str] = ..., node_id: _Optional[str] = ..., task: _Optional[str] = ..., round: _Optional[int] = ..., cluster: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[NeighbourStatus, _Mapping]]] = ..., last_exchanges: _Optional[_Iterable[_Union[ExchangeReport, _Mapping]]] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    topology: TopologyView
+    def __init__(self, protocol_version: _Optional[int] = ..., federation_id: _Optional[str] = ..., node_id: _Optional[str] = ..., task: _Optional[str] = ..., round: _Optional[int] = ..., cluster: _Optional[str] = ..., neighbours: _Optional[_Iterable[_Union[NeighbourStatus, _Mapping]]] = ..., last_exchanges: _Optional[_Iterable[_Union[ExchangeReport, _Mapping]]] = ..., details: _Optional[_Mapping[str, str]] = ..., topology: _Optional[_Union[TopologyView, _Mapping]] = ...) -> None: ...
+
+class TopologyEdge(_message.Message):
+    __slots__ = ("a", "b", "weight")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    a: str
+    b: str
+    weight: float
+    def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class ClusterView(_message.Message):
+    __slots__ = ("task", "members", "head", "degree", "spectral_gap", "edges", "self_weights")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    SPECTRAL_GAP_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    SELF_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    members: _containers.RepeatedScalarFieldContainer[str]
+    head: str
+    degree: int
+    spectral_gap: float
+    edges: _containers.RepeatedCompositeFieldContainer[TopologyEdge]
+    self_weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, task: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., head: _Optional[str] = ..., degree: _Optional[int] = ..., spectral_gap: _Optional[float] = ..., edges: _Optional[_Iterable[_Union[TopologyEdge, _Mapping]]] = ..., self_weights: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class MemberState(_message.Message):
+    __slots__ = ("node_id", "task", "state")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    task: str
+    state: str
+    def __init__(self, node_id: _Optional[str] = ..., task: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class TopologyView(_message.Message):
+    __slots__ = ("tasks", "max_degree", "bridges_per_cluster", "clusters", "bridges", "members", "planned_unix")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEGREE_FIELD_NUMBER: _ClassVar[int]
+    BRIDGES_PER_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    BRIDGES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    max_degree: int
+    bridges_per_cluster: int
+    clusters: _containers.RepeatedCompositeFieldContainer[ClusterView]
+    bridges: _containers.RepeatedCompositeFieldContainer[TopologyEdge]
+    members: _containers.RepeatedCompositeFieldContainer[MemberState]
+    planned_unix: float
+    def __init__(self, tasks: _Optional[_Iterable[str]] = ..., max_degree: _Optional[int] = ..., bridges_per_cluster: _Optional[int] = ..., clusters: _Optional[_Iterable[_Union[ClusterView, _Mapping]]] = ..., bridges: _Optional[_Iterable[_Union[TopologyEdge, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[MemberState, _Mapping]]] = ..., planned_unix: _Optional[float] = ...) -> None: ...

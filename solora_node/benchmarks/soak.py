@@ -28,6 +28,8 @@ TINY: dict[str, Any] = {
     "train": {"steps_per_round": 2, "batch_size": 4, "threads": 1, "lr": 0.01},
     "network": {"liveness_deadline_s": 4.0, "health_interval_s": 0.5, "exchange_deadline_s": 5.0},
     "metrics": {"eval_every": 5},
+    # Back to back, a checkpoint each round: these runs count rounds (no pacing).
+    "rounds": {"min_interval_s": 0, "checkpoint_every_rounds": 1},
     "topology": {"staleness_rounds": 5},
 }
 

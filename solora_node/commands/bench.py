@@ -16,6 +16,7 @@ BENCHMARKS = {
     "routing": "implicit-MoE auto-routing accuracy on the default model",
     "soak": "N-node loopback federation for R rounds: RSS/fd growth per node",
     "poisoning": "1 of 5 same-task peers poisoned: accuracy per aggregation rule",
+    "idle": "CPU per tiny-model node with rounds unpaced vs paced (rounds.* defaults)",
 }
 
 

@@ -63,14 +63,17 @@ def handle_issue(args: argparse.Namespace) -> int:
     if not re.match(NODE_ID_PATTERN, args.node_id):
         raise SoloraError(f"NODE_ID {args.node_id!r} must match {NODE_ID_PATTERN}")
     cert, key = issue_node_cert(args.dir, args.node_id, args.out, args.san, force=args.force)
-    ca = args.dir / "ca.pem"
+    # Absolute paths: the snippet means the same files wherever it is pasted (a config
+    # file's relative paths resolve against that file's folder, not this shell's).
+    cert, key, ca = (p.expanduser().resolve() for p in (cert, key, args.dir / "ca.pem"))
     result = {"node_id": args.node_id, "cert": str(cert), "key": str(key), "ca_cert": str(ca)}
     if args.json:
         emit_json(result)
     else:
         print(
-            f"node certificate: {cert}\nnode key (mode 0600): {key}\n"
-            "config:\n  network:\n    tls:\n"
-            f"      ca_cert: {ca}\n      cert: {cert}\n      key: {key}"
+            f"# node certificate: {cert}\n# node key (mode 0600): {key}\n"
+            f"# for the config of node {args.node_id} (node.id must be {args.node_id}):\n"
+            "network:\n  tls:\n"
+            f"    ca_cert: {ca}\n    cert: {cert}\n    key: {key}"
         )
     return 0

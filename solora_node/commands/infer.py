@@ -10,6 +10,7 @@ import torch
 
 from solora_node.commands._common import emit_json
 from solora_node.config import ModelSection
+from solora_node.data_dir import find_adapter
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint",
         type=Path,
         required=True,
-        help="adapter checkpoint folder (manifest.json, blocks/masks/codes .safetensors)",
+        help="a node's data_dir (node.data_dir), or an adapter folder (manifest.json, "
+        "blocks/masks/codes .safetensors) such as its adapter/",
     )
     parser.add_argument(
         "--task",
@@ -58,9 +60,10 @@ def handle(args: argparse.Namespace) -> int:
     from solora_node.adapter.inference import answer, check_gate_choice
 
     # Refuse a bad folder or task name before spending seconds on loading the model.
-    check_gate_choice(config_from_manifest(read_manifest(args.checkpoint)).tasks, args.task)
+    folder = find_adapter(args.checkpoint)
+    check_gate_choice(config_from_manifest(read_manifest(folder)).tasks, args.task)
     torch.set_num_threads(args.threads)
-    loaded = load_checkpoint(args.checkpoint, args.cache_dir)
+    loaded = load_checkpoint(folder, args.cache_dir)
     result = answer(
         loaded.so,
         loaded.base.tokenizer,

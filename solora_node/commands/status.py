@@ -89,15 +89,20 @@ def _tls_for(args: argparse.Namespace) -> Any:
     return load_tls(cfg.network, cfg.node.id)
 
 
-async def _query(args: argparse.Namespace) -> dict[str, Any]:
+async def fetch_status(args: argparse.Namespace) -> Any:
+    """The node's status reply (protocol.messages.NodeStatus), authenticated as
+    --config/SOLORA_CONFIG/--insecure say; `topology --addr` asks the same way."""
     from solora_node.net.client import PeerClient
 
     client = PeerClient(tls=_tls_for(args))
     try:
-        status = await client.status(args.addr, args.node_id, timeout=args.timeout)
+        return await client.status(args.addr, args.node_id, timeout=args.timeout)
     finally:
         await client.close()
-    return status_json(status)
+
+
+async def _query(args: argparse.Namespace) -> dict[str, Any]:
+    return status_json(await fetch_status(args))
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ def load_jsonl(path: Path) -> list[Example]:
     """Read a JSONL task file; any problem is a one-line DataError naming file and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not data
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; {EXPECTED}") from None
     except UnicodeDecodeError:

@@ -25,6 +25,7 @@ from solora_node.protocol.messages import (
     PeerContext,
 )
 from solora_node.protocol.reasons import Reason
+from solora_node.protocol.topology import TopologyView
 
 RECENT_EXCHANGES = 16  # exchange results kept for `solora-node status`
 
@@ -58,6 +59,7 @@ class LedgerPort:
             maxlen=RECENT_EXCHANGES
         )
         self.details: dict[str, str] = {}
+        self.topology: TopologyView | None = None  # the plan in use, set by the daemon
 
     def held_blocks(self) -> tuple[HeldBlock, ...]:
         return tuple(HeldBlock(version=v, mask_id=m) for v, m in self.ledger.held_versions())
@@ -125,4 +127,5 @@ class LedgerPort:
             neighbours=self.neighbours,
             last_exchanges=tuple(self.exchanges),
             details=details,
+            topology=self.topology,
         )

@@ -134,7 +134,8 @@ class PeerClient:
 
     def _refused(self, peer: str, verdict: Verdict, by_me: bool) -> None:
         self.observer.handshake_refused(peer, verdict.reason, by_me=by_me)
-        self.refusal_log.refused(peer, verdict.reason, verdict.message, what="handshake")
+        what = "handshake" if by_me else "handshake (the peer refused ours)"
+        self.refusal_log.refused(peer, verdict.reason, verdict.message, what=what)
 
     def _allowed(self, expected_node_id: str | None) -> bool:
         return self.allow is None or expected_node_id is None or expected_node_id in self.allow

@@ -19,6 +19,7 @@ from solora_node.protocol.messages import (
     PeerAddress,
 )
 from solora_node.protocol.reasons import Reason, WireError
+from solora_node.protocol.topology import view_from_proto, view_to_proto
 
 # A hello is untrusted input too: bound the lists a peer can make us keep.
 MAX_HELD = 4096
@@ -210,6 +211,8 @@ def status_to_proto(status: NodeStatus) -> status_pb2.StatusReply:
         )
     msg.last_exchanges.extend(result_to_proto(r) for r in status.last_exchanges)
     msg.details.update(status.details)
+    if status.topology is not None:
+        msg.topology.CopyFrom(view_to_proto(status.topology))
     return msg
 
 
@@ -229,4 +232,5 @@ def status_from_proto(msg: status_pb2.StatusReply) -> NodeStatus:
         ),
         last_exchanges=tuple(result_from_proto(r) for r in msg.last_exchanges),
         details=dict(msg.details),
+        topology=view_from_proto(msg.topology) if msg.HasField("topology") else None,
     )

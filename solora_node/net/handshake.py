@@ -44,16 +44,25 @@ def check_hello(
     if remote.node_id == local.node_id:
         # Another process runs under this node's id (a copy, or a second start).
         return Verdict(Reason.IDENTITY_IN_USE, f"node id {remote.node_id!r} is live here already")
+    # Messages name both nodes: the refusing side logs them, and so does the refused side
+    # (from the reply), where "this node" would name the wrong one.
+    them, us = f"node {remote.node_id!r}", f"node {local.node_id!r}"
     if remote.protocol_version != local.protocol_version:
         return Verdict(
             Reason.INCOMPATIBLE_VERSION,
-            f"protocol {remote.protocol_version}, this node speaks {local.protocol_version}",
+            f"{them} speaks protocol {remote.protocol_version}, "
+            f"{us} speaks {local.protocol_version}",
         )
     if remote.federation_id != local.federation_id:
         return Verdict(
             Reason.OTHER_FEDERATION,
-            f"federation {remote.federation_id!r}, this node is in {local.federation_id!r}",
+            f"{them} is in federation {remote.federation_id!r}, "
+            f"{us} is in federation {local.federation_id!r}",
         )
     if remote.fingerprint != local.fingerprint:
-        return Verdict(Reason.FINGERPRINT_MISMATCH, "projection fingerprints differ")
+        return Verdict(
+            Reason.FINGERPRINT_MISMATCH,
+            f"projection fingerprints differ: {them} has {remote.fingerprint[:12]}, "
+            f"{us} has {local.fingerprint[:12]} (federation seed, tasks, rank or model differ)",
+        )
     return Verdict(Reason.OK)

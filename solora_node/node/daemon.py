@@ -21,12 +21,14 @@ from pathlib import Path
 
 from solora_node import __version__
 from solora_node.config import NodeConfig
+from solora_node.data_dir import CHECKPOINT_DIR, RUNTIME_INFO, SUMMARY
 from solora_node.federation import round as round_step
 from solora_node.federation.aggregate import AggregationRule
 from solora_node.federation.ledger import Ledger
 from solora_node.federation.port import LedgerPort
 from solora_node.federation.topology import Member, TopologyPlan, plan_topology
 from solora_node.metrics import NodeMetrics
+from solora_node.model import load_base_model
 from solora_node.net.client import PeerClient
 from solora_node.net.discovery import Advertisement, Discovery
 from solora_node.net.limits import WireLimits
@@ -38,7 +40,10 @@ from solora_node.node import telemetry
 from solora_node.node.checkpoint_guard import CheckpointGuard
 from solora_node.node.identity import identity_verdict, new_incarnation, refuse_if_live_elsewhere
 from solora_node.node.learner import LocalLearner
+from solora_node.node.pacing import Pacer
+from solora_node.node.page import NodePage, peer_rows
 from solora_node.node.peers import Peers, wait_or_stop
+from solora_node.node.phases import StartupPhases
 from solora_node.node.recovery import adopt_copy
 from solora_node.node.snapshot import restore_snapshot, save_snapshot
 from solora_node.node.startup import check_port_free, check_writable_dir, os_failure
@@ -46,13 +51,11 @@ from solora_node.ops_metrics import OperatorMetrics
 from solora_node.protocol import messages as wire
 from solora_node.protocol.blocks import BlockVersion
 from solora_node.protocol.messages import PROTOCOL_VERSION
+from solora_node.protocol.topology import live_view
 from solora_node.store import CheckpointStore, atomic_write_bytes
 
 log = logging.getLogger("solora_node.node")
 
-RUNTIME_INFO = "node.json"
-SUMMARY = "summary.json"
-CHECKPOINT_DIR = "checkpoints"
 # The wire's own staleness check is relaxed for the daemon: foreign experts may come from
 # a slower cluster and are still the freshest copy; own-task staleness is enforced by the
 # ledger (refused as STALE_ROUND) and by aggregation.
@@ -78,6 +81,10 @@ class Node:
         self.rule = AggregationRule(topo.aggregation, topo.trim_fraction, topo.clip_norm)
         self.incarnation = new_incarnation()  # this process's life (docs/protocol.md)
         self.restored = False
+        rounds = cfg.rounds
+        self.pacer = Pacer(
+            rounds.min_interval_s, rounds.checkpoint_every_rounds, rounds.checkpoint_every_s
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -109,11 +116,17 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.cfg
-        tls = load_tls(cfg.network, self.node_id)  # fails before anything is loaded
+        phases = StartupPhases()
+        with phases.phase("loading TLS material"):
+            tls = load_tls(cfg.network, self.node_id)  # fails before anything is loaded
         check_writable_dir("node.data_dir", cfg.node.data_dir)
         if self._learner is None:
-            log.info("loading model %s and task %s", cfg.model.base, cfg.task.name)
-            self._learner = await asyncio.to_thread(LocalLearner, cfg)
+            with phases.phase(f"loading model {cfg.model.base}"):
+                loaded = await asyncio.to_thread(
+                    load_base_model, cfg.model.base, cfg.model.cache_dir, seed=cfg.train.seed
+                )
+            with phases.phase(f"preparing adapter and task {cfg.task.name}"):
+                self._learner = await asyncio.to_thread(LocalLearner, cfg, loaded)
         learner = self.learner = self._learner
         so = learner.so
         self.metrics = NodeMetrics(tasks=cfg.federation.tasks)
@@ -153,7 +166,8 @@ class Node:
             known_peers=lambda: self.peers.known_peers(),
             on_peer=lambda ctx: self.peers.on_peer(ctx),
         )
-        await asyncio.to_thread(self._restore)
+        with phases.phase("restoring the latest checkpoint"):
+            await asyncio.to_thread(self._restore)
         self.metrics.round.set(self.ledger.round)  # a resumed node reports its round at once
         limits = dataclasses.replace(
             WireLimits.from_config(cfg.network, cfg.topology), staleness_rounds=FOREIGN_STALENESS
@@ -176,12 +190,16 @@ class Node:
         check_port_free("network.port", cfg.network.listen_host, cfg.network.port)
         if cfg.metrics.enabled:
             check_port_free("metrics.port", cfg.metrics.host, cfg.metrics.port)
-        with os_failure("network.port", f"serve gRPC on port {cfg.network.port}"):
-            grpc_port = await self.server.start()
-        metrics_port = 0
-        if cfg.metrics.enabled:
-            with os_failure("metrics.port", f"serve metrics on port {cfg.metrics.port}"):
-                metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        with phases.phase("binding gRPC and metrics ports"):
+            with os_failure("network.port", f"serve gRPC on port {cfg.network.port}"):
+                grpc_port = await self.server.start()
+            metrics_port = 0
+            page = self._node_page()
+            if cfg.metrics.enabled:
+                with os_failure("metrics.port", f"serve metrics on port {cfg.metrics.port}"):
+                    metrics_port = self.metrics.serve(
+                        cfg.metrics.host, cfg.metrics.port, page.render
+                    )
         advert = Advertisement.from_config(
             cfg,
             grpc_port=grpc_port,
@@ -208,8 +226,9 @@ class Node:
             confirm_after_s=cfg.network.liveness_deadline_s + cfg.network.health_interval_s,
         )
         if cfg.discovery.mdns:
-            self.discovery = Discovery(advert, self.view, interfaces=cfg.discovery.interfaces)
-            await self.discovery.start()
+            with phases.phase("starting mDNS discovery"):
+                self.discovery = Discovery(advert, self.view, interfaces=cfg.discovery.interfaces)
+                await self.discovery.start()
         self._tasks = [
             asyncio.create_task(self.peers.liveness_loop(self.metrics), name="liveness"),
             asyncio.create_task(self.peers.bootstrap_loop(), name="bootstrap"),
@@ -225,6 +244,21 @@ class Node:
         self.grpc_port, self.metrics_port = grpc_port, metrics_port
         with os_failure("node.data_dir", f"write {RUNTIME_INFO}"):
             self._write_runtime_info()
+        phases.finished()
+
+    def _node_page(self) -> NodePage:
+        """The page at / on the metrics port (node/page.py)."""
+        cfg = self.cfg
+        self.page = NodePage(
+            node_id=self.node_id,
+            task=cfg.task.name,
+            federation=cfg.federation.id,
+            version=__version__,
+            data_dir=str(cfg.node.data_dir),
+            checkpoint_policy=self.pacer.describe(),
+            registry=self.metrics.registry,
+        )
+        return self.page
 
     async def _abort_start(self) -> None:
         """Release what a failed start already holds (ports, lock), so the exit is clean."""
@@ -309,9 +343,11 @@ class Node:
                 log.info("adopted the cluster head's mask %s", outcome.adopted.mask_id)
             if outcome.peers:
                 self.metrics.delta_applied("own", len(outcome.peers))
-            await asyncio.to_thread(self.checkpoints.save, self._checkpoint, round_)  # checkpoint
+            if self.pacer.checkpoint_due(round_):
+                await asyncio.to_thread(self.checkpoints.save, self._checkpoint, round_)
             await self._report(round_, losses, outcome.distance, time.monotonic() - started)
             self.rounds_done += 1
+            await wait_or_stop(self._stop, self.pacer.rest_after(started))  # pacing
 
     async def _recover_own_expert(self) -> None:
         """No checkpoint: first ask the neighbours for copies of our own expert (peers as
@@ -377,6 +413,9 @@ class Node:
                 "topology: %d nodes, neighbours %s", len(members), plan.neighbours(self.node_id)
             )
         self.plan = plan
+        self.port.topology = live_view(
+            plan, self.node_id, self.cfg.task.name, self.view, self.port.topology
+        )
         self.ledger.set_head(plan.cluster(self.cfg.task.name).head)
         peers = self.peers
         self.port.neighbours = tuple(
@@ -426,6 +465,16 @@ class Node:
             self.port.details["eval_accuracy"] = f"{accuracy:.4f}"
         if losses:
             self.port.details["train_loss"] = f"{telemetry.mean(losses):.4f}"
+        self.page.record_round(
+            round_,
+            losses,
+            self.observer.totals,
+            seconds,
+            peer_rows(self.view.peers(), self.port.neighbours),
+            self.port.topology,
+            (self.pacer.last_checkpoint_round, self.pacer.last_checkpoint_unix),
+            self.port.details.get("eval_accuracy"),
+        )
         log.info(
             "round %d: loss %.4f, %d neighbours, consensus distance %.3g, %.1fs",
             round_,
@@ -439,6 +488,7 @@ class Node:
 
     def _checkpoint(self, round_: int) -> None:
         save_snapshot(self.store, self.learner, self.ledger, self.cfg, round_)
+        self.pacer.checkpointed(round_)
 
     def _restore(self) -> None:
         restored = restore_snapshot(self.store, self.learner, self.ledger, self.cfg)

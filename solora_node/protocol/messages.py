@@ -12,6 +12,7 @@ from typing import Literal
 
 from solora_node.protocol.blocks import BlockVersion
 from solora_node.protocol.reasons import Reason
+from solora_node.protocol.topology import TopologyView
 
 # Bumped when a change to protos/solora/v1 breaks older peers; checked in every handshake.
 PROTOCOL_VERSION = 1
@@ -136,6 +137,7 @@ class NodeStatus:
     last_exchanges: tuple[ExchangeResult, ...] = ()
     details: Mapping[str, str] = field(default_factory=dict)
     protocol_version: int = PROTOCOL_VERSION
+    topology: TopologyView | None = None  # the plan in use; None before the first one
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def from_mapping(data: dict[str, Any], base: SimConfig | None = None) -> SimConf
 def load_sim_config(path: Path) -> SimConfig:
     """A sim config file (YAML or JSON object)."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 BOM is fine
     except OSError as err:
         raise SimConfigError(f"--config {path}: cannot read ({err.strerror})") from None
     try:
@@ -177,4 +177,10 @@ def load_sim_config(path: Path) -> SimConfig:
         raise SimConfigError(f"--config {path}: not valid YAML/JSON ({err})") from None
     if not isinstance(data, dict):
         raise SimConfigError(f"--config {path}: expected a mapping of sim fields")
+    task_dirs = data.get("task_dirs")
+    if isinstance(task_dirs, dict):  # relative folders mean: beside this file (docs/data.md)
+        data["task_dirs"] = {
+            task: str(path.parent / folder) if isinstance(folder, str) else folder
+            for task, folder in task_dirs.items()
+        }
     return from_mapping(data)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+
+from solora_node.topology_draw import circle_of_circles
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -66,19 +67,8 @@ def per_task_bars(results: dict[str, Any], path: Path) -> None:
 def _layout(graph: dict[str, Any]) -> np.ndarray:
     if graph.get("positions") is not None:
         return np.asarray(graph["positions"])
-    # Clusters on a circle of circles, so cluster structure is visible.
-    tasks = list(dict.fromkeys(n["task"] for n in graph["nodes"]))
-    points = []
-    for node in graph["nodes"]:
-        t = tasks.index(node["task"])
-        members = [m for m in graph["nodes"] if m["task"] == node["task"]]
-        k = members.index(node)
-        centre = np.array(
-            [math.cos(2 * math.pi * t / len(tasks)), math.sin(2 * math.pi * t / len(tasks))]
-        )
-        angle = 2 * math.pi * k / len(members)
-        points.append(centre + 0.35 * np.array([math.cos(angle), math.sin(angle)]))
-    return np.asarray(points)
+    # Clusters on a circle of circles, so cluster structure is visible (the node page's layout).
+    return np.asarray(circle_of_circles([node["task"] for node in graph["nodes"]]))
 
 
 def topology_plot(graph: dict[str, Any], path: Path, title: str) -> None:

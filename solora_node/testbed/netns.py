@@ -69,6 +69,8 @@ FAST_BASE: dict[str, Any] = {
         "chunk_deadline_s": 10.0,
     },
     "metrics": {"eval_every": 5},
+    # Back to back, a checkpoint each round: these runs count rounds (no pacing).
+    "rounds": {"min_interval_s": 0, "checkpoint_every_rounds": 1},
     "topology": {"staleness_rounds": 5},
 }
 
