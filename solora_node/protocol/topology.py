@@ -2,7 +2,7 @@
 `solora-node topology --addr` and for its web page.
 
 Torch-free and numpy-free (the CLI and the page import it); built from a
-`net.topology.TopologyPlan` plus the node's liveness view by `view_from_plan`.
+`federation.topology.TopologyPlan` plus the node's liveness view by `view_from_plan`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from solora_node.errors import SoloraError
 
 if TYPE_CHECKING:
     from solora_node.net.membership import MembershipView
-    from solora_node.net.topology import TopologyPlan
+    from solora_node.federation.topology import TopologyPlan
 
 SELF = "self"  # the state of the node that answers
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from solora_node.net.reasons import Reason
-from solora_node.net.store import Hello
+from solora_node.protocol.reasons import Reason
+from solora_node.protocol.messages import Hello
 
 from solora_node.net.handshake import check_hello
 
