@@ -30,7 +30,7 @@ from solora_node.adapter import (
     record_masks,
     set_block_tensors,
 )
-from solora_node.adapter.checkpoint import save_checkpoint
+from solora_node.adapter.checkpoint import ADAPTER_DIR, save_checkpoint
 from solora_node.aggregate import aggregate_blocks
 from solora_node.book import BlockBook
 from solora_node.config import NodeConfig
@@ -51,7 +51,6 @@ log = logging.getLogger("solora_node.node")
 
 RUNTIME_INFO = "node.json"
 SUMMARY = "summary.json"
-ADAPTER_DIR = "adapter"  # inside node.data_dir: the latest model for `solora-node infer`
 CHECKPOINT_DIR = "checkpoints"
 # The wire's own staleness check is relaxed for the daemon: foreign experts may come from
 # a slower cluster and are still the freshest copy; own-task staleness is enforced by the
@@ -455,6 +454,7 @@ class Node:
             self.cfg.model.base,
             federation_id=self.cfg.federation.id,
             base_seed=self.cfg.train.seed,
+            round_=round_,
         )
 
     def _restore(self) -> None:

@@ -33,6 +33,7 @@ MANIFEST = "manifest.json"
 BLOCKS = "blocks.safetensors"
 MASKS = "masks.safetensors"
 CODES = "codes.safetensors"
+ADAPTER_DIR = "adapter"  # inside a node's data_dir: its latest model, rewritten every round
 
 
 @dataclass
@@ -47,7 +48,12 @@ def _key(task: str, layer: str) -> str:
 
 
 def save_checkpoint(
-    so: SoLoraModel, folder: Path, base_model: str, federation_id: str = "", base_seed: int = 0
+    so: SoLoraModel,
+    folder: Path,
+    base_model: str,
+    federation_id: str = "",
+    base_seed: int = 0,
+    round_: int | None = None,
 ) -> Path:
     """Write the checkpoint atomically (staged beside `folder`, then renamed over it)."""
     cfg = so.config
@@ -69,6 +75,7 @@ def save_checkpoint(
         "layers": {name: list(shape) for name, shape in so.shapes.items()},
         "mask_ids": mask_ids,
         "codes": sorted(so.codes),
+        "round": round_,  # the federation round these blocks are from (None: not a node's)
     }
     blocks = {
         _key(t, n): layer.lora_B[t].detach().cpu().contiguous()
@@ -108,15 +115,25 @@ def save_checkpoint(
     return folder
 
 
+def adapter_folder(path: Path) -> Path:
+    """`path` when it holds a manifest, else `path/adapter` when `path` is a node's data_dir."""
+    path = Path(path)
+    if not (path / MANIFEST).is_file() and (path / ADAPTER_DIR / MANIFEST).is_file():
+        return path / ADAPTER_DIR
+    return path
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST
+    folder = adapter_folder(folder)
+    path = folder / MANIFEST
     if not Path(folder).is_dir():
         raise CheckpointError(f"checkpoint {folder}: folder not found")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(
-            f"checkpoint {folder}: {MANIFEST} not found; expected a folder written by solora-node"
+            f"checkpoint {folder}: {MANIFEST} not found; expected an adapter folder written by "
+            f"solora-node or a node's data_dir (with {ADAPTER_DIR}/{MANIFEST})"
         ) from None
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path}: not readable JSON ({exc})") from None
@@ -160,7 +177,7 @@ def _tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(folder: Path, cache_dir: Path) -> LoadedCheckpoint:
     """Base model + injected adapter with every block, mask and code of the checkpoint."""
-    folder = Path(folder)
+    folder = adapter_folder(folder)
     manifest = read_manifest(folder)
     config = config_from_manifest(manifest)
     base_ref = manifest["base_model"]
