@@ -45,6 +45,7 @@ from solora_node.net.reasons import Reason
 from solora_node.net.security import load_tls
 from solora_node.net.server import PeerServer
 from solora_node.net.topology import Member, TopologyPlan, consensus_distance, plan_topology
+from solora_node.serving.live import LiveServing
 from solora_node.store import CheckpointStore, atomic_write_bytes
 
 log = logging.getLogger("solora_node.node")
@@ -106,6 +107,7 @@ class Node:
         # ever dial them: we keep re-dialling them, slowly, until one answers.
         self._forgotten: collections.OrderedDict[str, PeerInfo] = collections.OrderedDict()
         self.plan: TopologyPlan | None = None
+        self.serving: LiveServing | None = None  # the HTTP API, when serving.enabled
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -184,6 +186,8 @@ class Node:
         metrics_port = 0
         if cfg.metrics.enabled:
             metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        if cfg.serving.enabled:
+            self.serving = await LiveServing.start(cfg.serving, self.learner, self.book.round)
         advert = Advertisement.from_config(
             cfg,
             grpc_port=grpc_port,
@@ -226,6 +230,7 @@ class Node:
             "pid": os.getpid(),
             "grpc_port": self.grpc_port,
             "metrics_port": self.metrics_port,
+            "serving_port": self.serving.port if self.serving is not None else 0,
             "address": self.book.address,
         }
         atomic_write_bytes(Path(self.cfg.node.data_dir) / RUNTIME_INFO, json.dumps(info).encode())
@@ -237,6 +242,8 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.server.stop(grace=2.0)
+        if self.serving is not None:
+            await self.serving.stop()
         await asyncio.to_thread(self._checkpoint, self.book.round)
         if self.discovery is not None:
             await self.discovery.close()
@@ -280,6 +287,8 @@ class Node:
             await self._exchange(plan)  # send/receive
             distance = self._aggregate(plan, round_)  # aggregate
             await asyncio.to_thread(self._checkpoint, round_)  # checkpoint
+            if self.serving is not None:  # the API answers with this round's experts
+                self.serving.refresh(self.learner, round_)
             await self._report(round_, losses, distance, time.monotonic() - started)  # report
             self.rounds_done += 1
 

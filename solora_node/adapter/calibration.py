@@ -121,10 +121,15 @@ def compute_codes(so: SoLoraModel, batches: Iterable[Batch]) -> dict[str, torch.
     return {n: F.normalize(stats.sample_means[n] / stats.samples, dim=0) for n in so.code_layers}
 
 
-def stack_codes(so: SoLoraModel, codes: Mapping[str, Mapping[str, torch.Tensor]]) -> torch.Tensor:
-    """H^T (T x sum d_in) in task order, each row built like pooled_states' xhat."""
+def stack_codes(
+    so: SoLoraModel,
+    codes: Mapping[str, Mapping[str, torch.Tensor]],
+    tasks: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """H^T (T x sum d_in) in task order (all tasks, or `tasks`), each row built like
+    pooled_states' xhat."""
     rows = []
-    for task in so.tasks:
+    for task in so.tasks if tasks is None else tasks:
         parts = [F.normalize(codes[task][n].to(torch.float32), dim=0) for n in so.code_layers]
         rows.append(F.normalize(torch.cat(parts), dim=0))
     return torch.stack(rows)

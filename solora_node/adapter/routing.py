@@ -77,3 +77,20 @@ def route(
 ) -> torch.Tensor:
     """Gate weights (b x T) for the prompts in `batch`; one extra base-model pass."""
     return gate_weights(pooled_states(so, batch), router_basis(so, ridge), beta, top1)
+
+
+def route_held(
+    so: SoLoraModel, batch: Batch, beta: float = DEFAULT_BETA, ridge: float = DEFAULT_RIDGE
+) -> torch.Tensor:
+    """Soft gate weights (b x T) over the tasks whose codes the model holds; the others get 0.
+
+    A serving node may not have received every task's code yet (codes travel with the
+    blocks); it routes among the experts it can tell apart instead of refusing."""
+    held = [t for t in so.tasks if t not in missing_codes(so)]
+    if not held:
+        raise AdapterError("auto routing needs routing codes; this model holds none yet")
+    dual = dual_basis(stack_codes(so, so.codes, held), ridge)
+    weights = gate_weights(pooled_states(so, batch), dual, beta)
+    full = torch.zeros(weights.shape[0], len(so.tasks))
+    full[:, [so.tasks.index(t) for t in held]] = weights
+    return full
