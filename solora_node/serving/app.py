@@ -154,7 +154,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 def create_app(engine: ExpertEngine, max_queue: int) -> Starlette:
     api = Api(engine, max_queue)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/models", api.models, methods=["GET"]),
             Route("/v1/completions", api.completions, methods=["POST"]),
@@ -166,3 +166,5 @@ def create_app(engine: ExpertEngine, max_queue: int) -> Starlette:
             Exception: _internal_error,
         },
     )
+    app.state.api = api  # its admission counter is what operators and tests look at
+    return app
