@@ -17,6 +17,7 @@ BENCHMARKS = {
     "routing": "implicit-MoE auto-routing accuracy on the default model (issue 3)",
     "soak": "N-node loopback federation for R rounds: RSS/fd growth per node (issue 8)",
     "poisoning": "1 of 5 same-task peers poisoned: accuracy per aggregation rule (issue 8)",
+    "serve": "OpenAI-compatible API: requests/s, latency, tokens/s, auto-routing cost",
 }
 ISSUE_OF = {"payload": 3, "train": 3, "codec": 4, "net": 4, "routing": 3, "soak": 8, "poisoning": 8}
 
