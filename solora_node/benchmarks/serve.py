@@ -13,13 +13,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import select
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,9 +30,9 @@ from solora_node.adapter.prompts import prompt_batches
 from solora_node.config import FederationSection, ModelSection
 from solora_node.errors import SoloraError
 from solora_node.model import load_base_model
+from solora_node.serving.process import ServeProcess
 
 DEFAULT_TASKS = ("arithmetic", "topic", "reverse")
-READY_TIMEOUT_S = 180.0
 REQUEST_TIMEOUT_S = 300.0
 
 
@@ -48,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=4, help="requests per client per level")
     parser.add_argument("--max-tokens", type=int, default=16, help="tokens per completion")
-    parser.add_argument("--routing-requests", type=int, default=12, help="auto vs fixed, each")
+    parser.add_argument("--routing-requests", type=int, default=20, help="auto vs fixed, each")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     parser.add_argument("--seed", type=int, default=FederationSection().seed)
 
@@ -76,7 +71,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         save_checkpoint(so, workdir / "adapter", base_model=args.model, federation_id="bench")
         del so, loaded
-        with _Server(workdir / "adapter", args) as server:
+        options = ["--cache-dir", str(args.cache_dir), "--threads", str(args.threads)]
+        options += ["--max-queue", str(max(args.clients) * 2)]
+        options += ["--max-tokens", str(max(args.max_tokens, 1))]
+        with ServeProcess(workdir / "adapter", *options) as server:
             for model in (tasks[0], "auto"):  # warm-up: first calls pay one-time costs
                 _level(server.port, model, prompts, 1, 2, 2)
             levels = {
@@ -136,71 +134,6 @@ def _swap_cost(so: SoLoraModel, tokenizer: Any) -> dict[str, float]:
         "snapshot_ms": round((taken - started) * 1000, 2),
         "install_ms": round((done - taken) * 1000, 2),
     }
-
-
-class _Server:
-    """`solora-node serve` as a separate process (a real deployment's shape); stopped on exit."""
-
-    def __init__(self, checkpoint: Path, args: argparse.Namespace) -> None:
-        self.argv = [
-            sys.executable,
-            "-m",
-            "solora_node",
-            "serve",
-            "--checkpoint",
-            str(checkpoint),
-            "--cache-dir",
-            str(args.cache_dir),
-            "--port",
-            "0",
-            "--json",
-            "--threads",
-            str(args.threads),
-            "--max-queue",
-            str(max(args.clients) * 2),
-            "--max-tokens",
-            str(max(args.max_tokens, 1)),
-        ]
-        self.port = 0
-
-    def __enter__(self) -> _Server:
-        self.log = tempfile.TemporaryFile()  # closed in __exit__
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            self._stop()
-            raise SoloraError(f"bench serve: the server did not start: {self._log_tail()}")
-        self.port = int(json.loads(line)["port"])
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stop() not in (0, None):
-            sys.stderr.write(self._log_tail() + "\n")
-        self.log.close()
-
-    def _stop(self) -> int | None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
-
-    def _log_tail(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
 
 
 def _level(

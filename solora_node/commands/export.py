@@ -6,8 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from solora_node.commands._common import emit_json
-from solora_node.config import ModelSection
+from solora_node.commands._common import add_checkpoint_args, emit_json
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export", help="export experts as stock PEFT LoRA folders (optionally merged models)"
     )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        required=True,
-        help="an adapter checkpoint folder, or a node's data_dir (its adapter/ is used)",
-    )
+    add_checkpoint_args(parser)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--task", help="export this task's expert")
     which.add_argument("--all", action="store_true", help="export every task's expert")
@@ -37,13 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="skip loading the export back with stock PEFT to compare logits",
     )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=ModelSection().cache_dir,
-        help="where the prepared default base model is kept",
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=handle)
 

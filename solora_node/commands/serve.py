@@ -6,13 +6,12 @@ import argparse
 import asyncio
 import logging
 import signal
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from solora_node.commands._common import emit_json
-from solora_node.config import ConfigError, ModelSection, ServingSection, validation_problems
+from solora_node.commands._common import add_checkpoint_args, emit_json
+from solora_node.config import ConfigError, ServingSection, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="an OpenAI-compatible HTTP API over a checkpoint's experts"
     )
+    add_checkpoint_args(parser)
     defaults = ServingSection()
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        required=True,
-        help="an adapter checkpoint folder, or a node's data_dir (its adapter/ is used)",
-    )
     parser.add_argument("--host", default=defaults.host, help="bind address (loopback default)")
     parser.add_argument("--port", type=int, default=defaults.port, help="0 picks a free one")
     parser.add_argument(
@@ -51,13 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.router,
         help="model auto: the best expert only, or softmax weights over all",
     )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=ModelSection().cache_dir,
-        help="where the prepared default base model is kept",
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object (url, port, models) when ready"
     )

@@ -1,20 +1,12 @@
-"""Run the HTTP API for tests: `solora-node serve` as a process, or in-process on a loop
-thread (so a test can hold the model's lock or swap experts), always on 127.0.0.1."""
+"""The HTTP API in the test's process, on a loop thread (so a test can hold the model's lock
+or swap experts), on 127.0.0.1; `solora_node.serving.process` runs it as a process."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import select
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
 from solora_node.config import ServingSection
@@ -23,49 +15,6 @@ from solora_node.serving.http import HttpServer
 from solora_node.serving.service import start_api
 
 T = TypeVar("T")
-READY_S = 120.0
-
-
-class ServeProcess:
-    """`solora-node serve --port 0 --json` on a checkpoint; the first stdout line says the url."""
-
-    def __init__(self, checkpoint: Path, *extra: str) -> None:
-        argv = [sys.executable, "-m", "solora_node", "serve", "--checkpoint", str(checkpoint)]
-        # A file, not a pipe: a full pipe would stall the server; closed with the object.
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*argv, "--port", "0", "--json", "--threads", "1", *extra],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], READY_S)
-        line = self.proc.stdout.readline() if ready else ""  # empty: it exited (or hangs)
-        if not line:
-            self.stop()
-            raise AssertionError(f"serve did not start: {self.stderr()[-2000:]}")
-        self.info = json.loads(line)
-        self.url = str(self.info["url"])
-
-    def stderr(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait; a process that does not stop in time is killed (and reported)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return -9
-        finally:
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
 
 
 class LoopThread:

@@ -17,7 +17,7 @@ from solora_node.adapter.checkpoint import LoadedCheckpoint, load_checkpoint
 from solora_node.adapter.inference import answer
 from solora_node.adapter.prompts import prompt_batch
 from solora_node.adapter.routing import route_held
-from tests.unit.serving_harness import ServeProcess
+from solora_node.serving.process import ServeProcess
 from tests.unit.test_adapter_helpers import TASKS
 from tests.unit.tiny_checkpoint import write_tiny_checkpoint
 
@@ -37,12 +37,13 @@ def reference(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Loa
 
 @pytest.fixture(scope="module")
 def served(checkpoint: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(checkpoint)
+    server = ServeProcess(checkpoint, "--threads", "1").start()
     try:
         yield server
     finally:
         code = server.stop()
-        assert code == 0, f"serve exited with {code} on SIGTERM:\n{server.stderr()[-2000:]}"
+        assert code == 0, f"serve exited with {code} on SIGTERM:\n{server.log_tail()}"
+        server.log.close()
 
 
 @pytest.fixture
