@@ -16,9 +16,10 @@ import torch
 from solora_node.adapter import set_block_tensors
 from solora_node.adapter.checkpoint import load_checkpoint
 from solora_node.adapter.inference import answer
-from solora_node.config import ServingSection
+from solora_node.config import ConfigError, ServingSection
 from solora_node.serving.app import Admission
 from solora_node.serving.errors import ApiError
+from solora_node.serving.http import ServingError, bind
 from solora_node.serving.live import LiveServing
 from solora_node.serving.service import make_engine
 from solora_node.serving.stops import StopCutter
@@ -143,3 +144,23 @@ def test_daemon_serving_swaps_in_fresher_experts_without_touching_training(
     finally:
         runner.call(live.stop())
         runner.close()
+
+
+def test_serving_is_off_and_on_loopback_by_default() -> None:
+    from solora_node.config import load_config
+
+    cfg = load_config(None, ["network.insecure=true"], environ={})
+    assert cfg.serving.enabled is False and cfg.serving.host == "127.0.0.1"
+    with pytest.raises(ConfigError) as bad:
+        load_config(None, ["network.insecure=true", "serving.max_queue=0"], environ={})
+    assert str(bad.value).startswith("serving.max_queue = 0:")
+
+
+def test_a_taken_port_is_a_one_line_error() -> None:
+    taken = bind("127.0.0.1", 0)
+    try:
+        with pytest.raises(ServingError) as err:
+            bind("127.0.0.1", taken.getsockname()[1])
+        assert "expected a free port" in str(err.value) and "\n" not in str(err.value)
+    finally:
+        taken.close()
