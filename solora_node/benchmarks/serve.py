@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from solora_node.data.tasks import builtin_task  # the data package owns the task suite
 
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     tasks = list(args.tasks)
     data = {t: builtin_task(t, args.seed) for t in tasks}
     prompts = [ex.input for t in tasks for ex in data[t].eval[:8]]
@@ -102,6 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "swap": swap,
         "experts": "random blocks (latency does not depend on their values)",
+        # Other work on the machine slows every figure; say how busy it was.
+        "load_avg_1m": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
     }
 
 
@@ -111,6 +115,7 @@ def _routing_pass_ms(so: SoLoraModel, tokenizer: Any, prompts: list[str]) -> flo
     from solora_node.adapter.routing import route_held
 
     times = []
+    route_held(so, prompt_batch(tokenizer, prompts[:1]))  # warm-up
     for text in prompts[:16]:
         started = time.perf_counter()
         route_held(so, prompt_batch(tokenizer, [text]))
