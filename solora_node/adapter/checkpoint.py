@@ -1,7 +1,7 @@
 """Adapter checkpoints for `infer`: a folder with a JSON manifest and safetensors (no pickle).
 
   manifest.json       base model, federation (id, seed, tasks, rank, alpha, target modules),
-                      code layers, projection fingerprint, layer shapes, mask ids
+                      code layers, projection fingerprint, layer shapes, mask ids, round
   blocks.safetensors  "<task>/<layer>" -> B_t (d_out x r)
   masks.safetensors   "<task>/<layer>" -> uint8 0/1 (tasks with an installed mask)
   codes.safetensors   "<task>/<layer>" -> mu_t (d_in)
