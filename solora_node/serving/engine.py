@@ -72,6 +72,13 @@ class ExpertSnapshot:
     round: int | None
 
 
+def _no_routing(reason: str) -> ApiError:
+    """`auto` cannot route yet (no codes held); a task name still works."""
+    return ApiError(
+        503, f"{reason}; ask for a task by name", "routing_unavailable", "model", "server_error"
+    )
+
+
 class _Watch(StoppingCriteria):
     """Counts generated tokens and stops generation when asked (stop string, disconnect)."""
 
@@ -113,6 +120,8 @@ class ExpertEngine:
     def check_model(self, model: str) -> None:
         if model not in self.model_ids():
             raise unknown_model(model, self.model_ids())
+        if model == AUTO and not self.so.codes:  # said before a stream starts, with a status
+            raise _no_routing(f"{AUTO} needs routing codes; none are held yet")
 
     def held_tasks(self) -> list[str]:
         """Tasks whose expert is nonzero (a node has not received every task's block yet)."""
@@ -184,8 +193,8 @@ class ExpertEngine:
             return
         try:
             weights = route_held(self.so, prompt_batch(self.tokenizer, [prompt.route_text]))[0]
-        except AdapterError as err:  # no routing codes held yet: a task name still works
-            raise ApiError(503, str(err), "routing_unavailable", "model", "server_error") from None
+        except AdapterError as err:
+            raise _no_routing(str(err)) from None
         best = self.so.tasks[int(weights.argmax())]
         if self.router == "top1":
             self.so.use_task(best)

@@ -164,3 +164,22 @@ def test_a_taken_port_is_a_one_line_error() -> None:
         assert "expected a free port" in str(err.value) and "\n" not in str(err.value)
     finally:
         taken.close()
+
+
+def test_auto_without_routing_codes_is_refused_before_streaming(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    loaded = load_checkpoint(checkpoint, tmp_path)
+    loaded.so.codes = {}  # a fresh node before any routing code arrived
+    api = InProcessApi(make_engine(loaded.so, loaded.base.tokenizer, ServingSection()))
+    client = _client(api.url)
+    try:
+        for stream in (False, True):
+            with pytest.raises(openai.InternalServerError) as refused:
+                client.chat.completions.create(model="auto", messages=CHAT, stream=stream)
+            assert refused.value.status_code == 503
+            assert refused.value.code == "routing_unavailable"
+        reply = client.chat.completions.create(model="rev", messages=CHAT, max_tokens=2)
+        assert reply.model_extra["solora"]["expert"] == "rev"
+    finally:
+        api.close()
