@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         so.codes[task] = compute_codes(so, prompt_batches(loaded.tokenizer, inputs))
     swap = _swap_cost(so, loaded.tokenizer)
     routing_pass = _routing_pass_ms(so, loaded.tokenizer, prompts)
+    direct = _direct_tokens_per_s(so, loaded.tokenizer, tasks[0], prompts, args.max_tokens)
     workdir = Path(tempfile.mkdtemp(prefix="solora-bench-serve-"))
     try:
         save_checkpoint(so, workdir / "adapter", base_model=args.model, federation_id="bench")
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "routing_pass_ms times the gate alone (one base-model pass over the prompt)",
         },
         "swap": swap,
+        "direct_generate_tokens_per_s": direct,
         "experts": "random blocks (latency does not depend on their values)",
         # Other work on the machine slows every figure; say how busy it was.
         "load_avg_1m": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
@@ -121,6 +123,29 @@ def _routing_pass_ms(so: SoLoraModel, tokenizer: Any, prompts: list[str]) -> flo
         route_held(so, prompt_batch(tokenizer, [text]))
         times.append(time.perf_counter() - started)
     return round(statistics.median(times) * 1000, 2)
+
+
+def _direct_tokens_per_s(
+    so: SoLoraModel, tokenizer: Any, task: str, prompts: list[str], max_tokens: int
+) -> float:
+    """The same greedy generation without HTTP, in this process: the API's overhead is the gap."""
+    from solora_node.adapter.prompts import prompt_batch
+
+    so.use_task(task)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def generate(text: str, new_tokens: int) -> int:
+        batch = prompt_batch(tokenizer, [text])
+        with torch.no_grad():
+            out = so.model.generate(  # type: ignore[operator]
+                **batch, max_new_tokens=new_tokens, do_sample=False, pad_token_id=pad
+            )
+        return int(out.shape[1] - batch["input_ids"].shape[1])
+
+    generate(prompts[0], 2)  # warm-up
+    started = time.perf_counter()
+    tokens = sum(generate(text, max_tokens) for text in prompts[:4])
+    return round(tokens / (time.perf_counter() - started), 2)
 
 
 def _swap_cost(so: SoLoraModel, tokenizer: Any) -> dict[str, float]:
