@@ -71,7 +71,9 @@ def handle(args: argparse.Namespace) -> int:
         peft = load_peft_experts(
             result.out, tasks, str(base.get("name")), int(base.get("seed", 0)), args.cache_dir
         )
-        report["max_abs_logit_diff"] = logit_differences(loaded, peft, tasks)
+        differences, effects = logit_differences(loaded, peft, tasks)
+        report["max_abs_logit_diff"] = differences
+        report["expert_vs_base_max_abs_logit_diff"] = effects
         if args.merged:
             report["merged_greedy_tokens_equal"] = {
                 t: merged_matches_adapter(peft, result.out, t) for t in tasks

@@ -41,19 +41,23 @@ def load_peft_experts(
 
 def logit_differences(
     loaded: LoadedCheckpoint, peft: PeftModel, tasks: Sequence[str]
-) -> dict[str, float]:
-    """Max |PEFT logits - SO-LoRA one-hot logits| per task over the probe prompts (fp32)."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per task over the probe prompts (fp32): max |PEFT logits - SO-LoRA one-hot logits|,
+    and, to show that comparison means something, max |one-hot logits - base logits|."""
     batch = prompt_batch(loaded.base.tokenizer, PROBE_PROMPTS)
     so = loaded.so
-    differences = {}
+    differences, effects = {}, {}
     with torch.no_grad():
+        so.use_base()
+        base = so.model(**batch).logits
         for task in tasks:
             peft.set_adapter(task)
             theirs = peft(**batch).logits
             so.use_task(task)
             ours = so.model(**batch).logits
             differences[task] = float((theirs - ours).abs().max())
-    return differences
+            effects[task] = float((ours - base).abs().max())
+    return differences, effects
 
 
 def greedy_tokens(

@@ -94,6 +94,7 @@ def test_merged_model_gives_the_adapters_greedy_tokens(
     report = json.loads(capsys.readouterr().out)
     assert report["tasks"] == [task]
     assert report["max_abs_logit_diff"][task] < TOLERANCE
+    assert report["expert_vs_base_max_abs_logit_diff"][task] > 1e-2  # a meaningful comparison
     assert report["merged_greedy_tokens_equal"] == {task: True}
     # Checked here too, independently of the command's own report.
     merged = AutoModelForCausalLM.from_pretrained(str(out / "merged" / task))
