@@ -23,6 +23,9 @@ from solora_node.serving.schema import ChatRequest, CompletionRequest, parse_req
 
 log = logging.getLogger(__name__)
 
+# Far above any prompt that fits a small model's context; bounds what one request costs.
+MAX_BODY_BYTES = 1 << 20
+
 
 class Admission:
     """Requests in flight (running or waiting for the model); beyond the limit: 429."""
@@ -124,13 +127,24 @@ class Api:
 
 
 async def _json(request: Request) -> object:
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
     body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise _too_large()
     try:
         return json.loads(body)
     except ValueError:
         raise ApiError(
             400, "The request body is not valid JSON; expected a JSON object", "invalid_json"
         ) from None
+
+
+def _too_large() -> ApiError:
+    return ApiError(
+        413, f"The request body is larger than {MAX_BODY_BYTES} bytes", "request_too_large"
+    )
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -148,13 +148,21 @@ class ExpertEngine:
         if len(messages) == 1 and messages[0][0] == "user":
             rendered = format_prompt(self.tokenizer, messages[0][1])
         elif getattr(self.tokenizer, "chat_template", None):
-            rendered = str(
-                self.tokenizer.apply_chat_template(
-                    [{"role": r, "content": c} for r, c in messages],
-                    tokenize=False,
-                    add_generation_prompt=True,
+            try:
+                rendered = str(
+                    self.tokenizer.apply_chat_template(
+                        [{"role": r, "content": c} for r, c in messages],
+                        tokenize=False,
+                        add_generation_prompt=True,
+                    )
                 )
-            )
+            except Exception as exc:  # templates raise their own errors (e.g. on roles)
+                raise ApiError(
+                    400,
+                    f"messages: the model's chat template refused them ({exc})",
+                    "invalid_value",
+                    "messages",
+                ) from None
         else:
             rendered = "".join(f"{r}: {c}\n" for r, c in messages) + "assistant: "
         return Prompt(self._encode(rendered), question)

@@ -165,6 +165,15 @@ def test_bad_requests_get_openai_errors(client: openai.OpenAI, served: ServeProc
     assert body["error"]["code"] == "invalid_json"
     assert set(body["error"]) == {"message", "type", "param", "code"}
 
+    huge = json.dumps({"model": "arith", "prompt": "x" * (2 << 20)}).encode()
+    request = urllib.request.Request(
+        served.url + "/completions", data=huge, headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as too_large:
+        urllib.request.urlopen(request, timeout=10)
+    assert too_large.value.code == 413
+    assert json.loads(too_large.value.read())["error"]["code"] == "request_too_large"
+
 
 def test_serve_refuses_a_bad_checkpoint_in_one_line(tmp_path: Path) -> None:
     import subprocess
