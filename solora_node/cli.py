@@ -19,6 +19,8 @@ COMMANDS = {
     "sim": "in-process multi-device experiment (the paper's comparison)",
     "bench": "benchmarks: payload, codec, train, net, routing, soak, poisoning, idle",
     "infer": "generate with a checkpoint's implicit mixture of experts",
+    "export": "export experts as stock PEFT LoRA folders (optionally merged models)",
+    "serve": "an OpenAI-compatible HTTP API over a checkpoint's experts",
     "status": "query a running node",
     "topology": "planned clusters, degrees, spectral gaps",
     "certs": "federation CA and node certificates",

@@ -198,6 +198,18 @@ class MetricsSection(_Section):
     eval_every: int = Field(5, gt=0, description="evaluate every N rounds")
 
 
+class ServingSection(_Section):
+    enabled: bool = Field(False, description="OpenAI-compatible HTTP API (docs/serving.md)")
+    host: str = Field("127.0.0.1", description="HTTP bind address; loopback unless set")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port; 0 picks a free one")
+    max_queue: int = Field(16, gt=0, description="requests running or waiting; beyond: 429")
+    max_tokens: int = Field(256, gt=0, description="largest max_tokens a request may ask for")
+    default_max_tokens: int = Field(64, gt=0, description="max_tokens when a request omits it")
+    router: Literal["top1", "soft"] = Field(
+        "top1", description="model auto: the best expert only, or softmax weights over all"
+    )
+
+
 class RoundsSection(_Section):
     max_rounds: int | None = Field(None, gt=0, description="stop after this many; None = forever")
     checkpoint_keep: int = Field(2, gt=0, description="checkpoints kept on disk")
@@ -224,6 +236,7 @@ class NodeConfig(_Section):
     topology: TopologySection = Field(default_factory=TopologySection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     rounds: RoundsSection = Field(default_factory=RoundsSection)
+    serving: ServingSection = Field(default_factory=ServingSection)
     # Only read by `solora-node topology`: a membership to plan for.
     membership: list[dict[str, Any]] | None = None
 

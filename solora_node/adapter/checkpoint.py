@@ -1,7 +1,7 @@
 """Adapter checkpoints for `infer`: a folder with a JSON manifest and safetensors (no pickle).
 
   manifest.json       base model, federation (id, seed, tasks, rank, alpha, target modules),
-                      code layers, projection fingerprint, layer shapes, mask ids
+                      code layers, projection fingerprint, layer shapes, mask ids, round
   blocks.safetensors  "<task>/<layer>" -> B_t (d_out x r)
   masks.safetensors   "<task>/<layer>" -> uint8 0/1 (tasks with an installed mask)
   codes.safetensors   "<task>/<layer>" -> mu_t (d_in)
@@ -28,6 +28,7 @@ from solora_node.adapter.errors import AdapterError, CheckpointError
 from solora_node.adapter.integrity import CHECKSUMS, file_checksums, read_verified
 from solora_node.adapter.model import SoLoraModel, inject
 from solora_node.adapter.spec import SoLoraConfig
+from solora_node.data_dir import ADAPTER_DIR, find_adapter
 from solora_node.model import LoadedModel, load_base_model
 
 FORMAT = "solora-adapter"
@@ -51,7 +52,12 @@ def _key(task: str, layer: str) -> str:
 
 
 def save_checkpoint(
-    so: SoLoraModel, folder: Path, base_model: str, federation_id: str = "", base_seed: int = 0
+    so: SoLoraModel,
+    folder: Path,
+    base_model: str,
+    federation_id: str = "",
+    base_seed: int = 0,
+    round_: int | None = None,
 ) -> Path:
     """Write the checkpoint atomically (staged beside `folder`, then renamed over it)."""
     cfg = so.config
@@ -73,6 +79,7 @@ def save_checkpoint(
         "layers": {name: list(shape) for name, shape in so.shapes.items()},
         "mask_ids": mask_ids,
         "codes": sorted(so.codes),
+        "round": round_,  # the federation round these blocks are from (None: not a node's)
     }
     blocks = {
         _key(t, n): layer.lora_B[t].detach().cpu().contiguous()
@@ -114,14 +121,16 @@ def save_checkpoint(
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST
+    folder = find_adapter(folder)
+    path = folder / MANIFEST
     if not Path(folder).is_dir():
         raise CheckpointError(f"checkpoint {folder}: folder not found")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(
-            f"checkpoint {folder}: {MANIFEST} not found; expected a folder written by solora-node"
+            f"checkpoint {folder}: {MANIFEST} not found; expected an adapter folder written by "
+            f"solora-node or a node's data_dir (with {ADAPTER_DIR}/{MANIFEST})"
         ) from None
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path}: not readable JSON ({exc})") from None
@@ -163,7 +172,7 @@ def _tensors(folder: Path, name: str, data: bytes) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(folder: Path, cache_dir: Path) -> LoadedCheckpoint:
     """Base model + injected adapter with every block, mask and code of the checkpoint."""
-    folder = Path(folder)
+    folder = find_adapter(folder)
     manifest = read_manifest(folder)
     config = config_from_manifest(manifest)
     base_ref = manifest["base_model"]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from solora_node.config import NodeConfig, load_config
+from solora_node.config import ModelSection, NodeConfig, load_config
 
 
 def emit_json(obj: Any) -> None:
@@ -31,3 +31,21 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     return load_config(args.config, args.overrides)
+
+
+def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, --cache-dir and --threads of the commands that load a checkpoint."""
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="an adapter checkpoint folder (manifest.json, blocks/masks/codes .safetensors) "
+        "or a node's data_dir (its adapter/ folder is used)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=ModelSection().cache_dir,
+        help="where the prepared default base model is kept",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "soak": "N-node loopback federation for R rounds: RSS/fd growth per node",
     "poisoning": "1 of 5 same-task peers poisoned: accuracy per aggregation rule",
     "idle": "CPU per tiny-model node with rounds unpaced vs paced (rounds.* defaults)",
+    "serve": "OpenAI-compatible API: requests/s, latency, tokens/s, auto-routing cost",
 }
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import torch
 
-from solora_node.commands._common import emit_json
-from solora_node.config import ModelSection
+from solora_node.commands._common import add_checkpoint_args, emit_json
 from solora_node.data_dir import find_adapter
 
 log = logging.getLogger(__name__)
@@ -19,13 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "infer", help="generate with a checkpoint's implicit mixture of experts"
     )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        required=True,
-        help="a node's data_dir (node.data_dir), or an adapter folder (manifest.json, "
-        "blocks/masks/codes .safetensors) such as its adapter/",
-    )
+    add_checkpoint_args(parser)
     parser.add_argument(
         "--task",
         default="auto",
@@ -42,13 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--beta", type=float, default=20.0, help="softmax sharpness for --router soft"
     )
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=ModelSection().cache_dir,
-        help="where the prepared default base model is kept",
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("text", help="the prompt")
     parser.set_defaults(handler=handle)

@@ -52,6 +52,7 @@ from solora_node.protocol import messages as wire
 from solora_node.protocol.blocks import BlockVersion
 from solora_node.protocol.messages import PROTOCOL_VERSION
 from solora_node.protocol.topology import live_view
+from solora_node.serving.live import LiveServing
 from solora_node.store import CheckpointStore, atomic_write_bytes
 
 log = logging.getLogger("solora_node.node")
@@ -81,6 +82,7 @@ class Node:
         self.rule = AggregationRule(topo.aggregation, topo.trim_fraction, topo.clip_norm)
         self.incarnation = new_incarnation()  # this process's life (docs/protocol.md)
         self.restored = False
+        self.serving: LiveServing | None = None  # the HTTP API, when serving.enabled
         rounds = cfg.rounds
         self.pacer = Pacer(
             rounds.min_interval_s, rounds.checkpoint_every_rounds, rounds.checkpoint_every_s
@@ -200,6 +202,11 @@ class Node:
                     metrics_port = self.metrics.serve(
                         cfg.metrics.host, cfg.metrics.port, page.render
                     )
+            if cfg.serving.enabled:
+                with os_failure("serving.port", f"serve the HTTP API on port {cfg.serving.port}"):
+                    self.serving = await LiveServing.start(
+                        cfg.serving, self.learner, self.ledger.round
+                    )
         advert = Advertisement.from_config(
             cfg,
             grpc_port=grpc_port,
@@ -264,6 +271,8 @@ class Node:
         """Release what a failed start already holds (ports, lock), so the exit is clean."""
         if getattr(self, "server", None) is not None:
             await self.server.stop(grace=0)
+        if self.serving is not None:
+            await self.serving.stop()
         if getattr(self, "metrics", None) is not None:
             self.metrics.stop()
         if getattr(self, "store", None) is not None:
@@ -283,6 +292,7 @@ class Node:
             "pid": os.getpid(),
             "grpc_port": self.grpc_port,
             "metrics_port": self.metrics_port,
+            "serving_port": self.serving.port if self.serving is not None else 0,
             "address": self.port.address,
         }
         atomic_write_bytes(Path(self.cfg.node.data_dir) / RUNTIME_INFO, json.dumps(info).encode())
@@ -294,6 +304,8 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.server.stop(grace=2.0)
+        if self.serving is not None:
+            await self.serving.stop()
         await asyncio.to_thread(self.checkpoints.save, self._checkpoint, self.ledger.round)
         if self.discovery is not None:
             await self.discovery.close()
@@ -345,6 +357,8 @@ class Node:
                 self.metrics.delta_applied("own", len(outcome.peers))
             if self.pacer.checkpoint_due(round_):
                 await asyncio.to_thread(self.checkpoints.save, self._checkpoint, round_)
+            if self.serving is not None:  # the API answers with this round's experts
+                self.serving.refresh(self.learner, round_)
             await self._report(round_, losses, outcome.distance, time.monotonic() - started)
             self.rounds_done += 1
             await wait_or_stop(self._stop, self.pacer.rest_after(started))  # pacing

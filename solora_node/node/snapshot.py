@@ -17,12 +17,11 @@ import torch
 from solora_node.adapter import block_tensors, mask_record, set_block_tensors
 from solora_node.adapter.checkpoint import save_checkpoint
 from solora_node.config import NodeConfig
+from solora_node.data_dir import ADAPTER_DIR
 from solora_node.federation.ledger import Ledger
 from solora_node.node.learner import LocalLearner
 from solora_node.protocol.blocks import BlockVersion
 from solora_node.store import CheckpointStore
-
-ADAPTER_DIR = "adapter"  # inside node.data_dir: the latest model for `solora-node infer`
 
 
 def save_snapshot(
@@ -59,6 +58,7 @@ def save_snapshot(
             cfg.model.base,
             federation_id=cfg.federation.id,
             base_seed=cfg.train.seed,
+            round_=round_,
         )
 
 

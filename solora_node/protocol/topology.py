@@ -17,8 +17,8 @@ from solora_node._proto import status_pb2
 from solora_node.errors import SoloraError
 
 if TYPE_CHECKING:
-    from solora_node.net.membership import MembershipView
     from solora_node.federation.topology import TopologyPlan
+    from solora_node.net.membership import MembershipView
 
 SELF = "self"  # the state of the node that answers
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -11,33 +10,16 @@ import pytest
 import torch
 
 from solora_node import cli
-from solora_node.adapter import calibrate, compute_codes, set_block_tensors
-from solora_node.adapter.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from solora_node.adapter.prompts import prompt_batch, prompt_batches
-from solora_node.config import FederationSection
-from solora_node.method_settings import mask_settings
+from solora_node.adapter.checkpoint import CheckpointError, load_checkpoint
+from solora_node.adapter.prompts import prompt_batch
 from tests.unit.test_adapter_helpers import TASKS, tiny_federation
-from tests.unit.test_adapter_routing import routing_prompts
+from tests.unit.tiny_checkpoint import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    loaded, so = tiny_federation()
-    fed = FederationSection(tasks=list(TASKS), mask_mode="random", density=0.3, density_min=0.01)
-    generator = torch.Generator().manual_seed(0)
-    rng = random.Random(0)
-    for task in TASKS:
-        calibrate(so, task, mask_settings(fed))
-        shapes = so.block_shapes()
-        set_block_tensors(
-            so, task, {n: torch.randn(s, generator=generator) for n, s in shapes.items()}
-        )
-        so.codes[task] = compute_codes(
-            so, prompt_batches(loaded.tokenizer, routing_prompts(task, 16, rng))
-        )
-    folder = tmp_path_factory.mktemp("ckpt") / "adapter"
-    save_checkpoint(so, folder, base_model="tiny", federation_id="fed-test")
-    assert save_checkpoint(so, folder, base_model="tiny") == folder  # overwrite is atomic
+    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "adapter")
+    assert write_tiny_checkpoint(folder) == folder  # overwrite is atomic
     return folder
 
 
@@ -88,8 +70,8 @@ def test_infer_errors_are_one_line(
         assert "\n" not in err and "Traceback" not in err
         return err
 
-    assert "folder not found" in run(tmp_path / "nowhere")
-    assert "manifest.json not found" in run(tmp_path)
+    assert "no such folder" in run(tmp_path / "nowhere")
+    assert "no adapter here" in run(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     assert "not readable JSON" in run(tmp_path)
     assert "--task 'poetry'" in run(checkpoint, "poetry")

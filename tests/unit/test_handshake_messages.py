@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from solora_node.protocol.reasons import Reason
-from solora_node.protocol.messages import Hello
-
 from solora_node.net.handshake import check_hello
+from solora_node.protocol.messages import Hello
+from solora_node.protocol.reasons import Reason
 
 
 def test_federation_mismatch_states_both_sides() -> None:

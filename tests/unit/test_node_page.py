@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from solora_node.federation.topology import Member, plan_topology
 
+from solora_node.federation.topology import Member, plan_topology
 from solora_node.metrics import NodeMetrics
 from solora_node.net.membership import PeerInfo, PeerState
 from solora_node.node.page import NodePage, peer_rows

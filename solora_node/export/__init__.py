@@ -1,0 +1,1 @@
+"""`solora-node export`: a checkpoint's experts as stock PEFT folders and merged models."""
