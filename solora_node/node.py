@@ -53,7 +53,12 @@ from solora_node.net.tls_watch import CERTIFICATE_REFUSALS, TlsWatch
 from solora_node.net.topology import Member, TopologyPlan, consensus_distance, plan_topology
 from solora_node.ops_metrics import OperatorMetrics
 from solora_node.recovery import adopt_copy
-from solora_node.startup import check_port_free, check_writable_dir, os_failure
+from solora_node.startup import (
+    check_port_free,
+    check_writable_dir,
+    os_error_at_start,
+    os_failure,
+)
 from solora_node.store import CheckpointStore, atomic_write_bytes
 
 log = logging.getLogger("solora_node.node")
@@ -128,8 +133,10 @@ class Node:
     async def run(self) -> None:
         try:
             await self.start()
-        except BaseException:
+        except BaseException as exc:
             await self._abort_start()
+            if isinstance(exc, OSError):  # one not anticipated above: still one line
+                raise os_error_at_start(exc) from None
             raise
         rounds = asyncio.create_task(self.round_loop(), name="rounds")
         stopping = asyncio.create_task(self._stop.wait(), name="stop-signal")
