@@ -46,7 +46,7 @@ class PeerInfo:
     fingerprint: str
     source: PeerSource
     last_seen: float = 0.0  # clock() of the latest report; stamped by MembershipView
-    incarnation: int = 0  # the process's life (solora_node/incarnation.py); 0: unknown
+    incarnation: int = 0  # the process's life (solora_node/node/identity.py); 0: unknown
 
 
 class PeerState(str, enum.Enum):

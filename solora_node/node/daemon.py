@@ -46,7 +46,12 @@ from solora_node.node.peers import Peers, wait_or_stop
 from solora_node.node.phases import StartupPhases
 from solora_node.node.recovery import adopt_copy
 from solora_node.node.snapshot import restore_snapshot, save_snapshot
-from solora_node.node.startup import check_port_free, check_writable_dir, os_failure
+from solora_node.node.startup import (
+    check_port_free,
+    check_writable_dir,
+    os_error_at_start,
+    os_failure,
+)
 from solora_node.ops_metrics import OperatorMetrics
 from solora_node.protocol import messages as wire
 from solora_node.protocol.blocks import BlockVersion
@@ -96,8 +101,10 @@ class Node:
     async def run(self) -> None:
         try:
             await self.start()
-        except BaseException:
+        except BaseException as exc:
             await self._abort_start()
+            if isinstance(exc, OSError):  # one not anticipated above: still one line
+                raise os_error_at_start(exc) from None
             raise
         rounds = asyncio.create_task(self.round_loop(), name="rounds")
         stopping = asyncio.create_task(self._stop.wait(), name="stop-signal")

@@ -41,6 +41,12 @@ def os_failure(field: str, what: str) -> Iterator[None]:
         raise StartupError(f"{field}: cannot {what} ({_cause(exc)})") from None
 
 
+def os_error_at_start(exc: OSError) -> StartupError:
+    """Any other OS error while starting: still one line, naming the file when known."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return StartupError(f"cannot start: {_cause(exc)}{where}")
+
+
 def check_port_free(field: str, host: str, port: int) -> None:
     """Bind (host, port) once without SO_REUSEPORT, the way a second server would collide.
 

@@ -50,7 +50,7 @@ class Hello:
     held: tuple[HeldBlock, ...] = ()
     peers: tuple[PeerAddress, ...] = ()
     protocol_version: int = PROTOCOL_VERSION
-    incarnation: int = 0  # this process's start (unix µs); see solora_node/incarnation.py
+    incarnation: int = 0  # this process's start (unix µs); see solora_node/node/identity.py
 
 
 @dataclass(frozen=True)
