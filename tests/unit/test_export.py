@@ -127,5 +127,5 @@ def test_export_errors_are_one_line_and_leave_nothing(
     broken = tmp_path / "broken"
     shutil.copytree(data_dir / "adapter", broken)
     (broken / "blocks.safetensors").write_bytes(b"not safetensors")
-    assert "not a safetensors file" in run("--checkpoint", str(broken), "--all", "--out", out)
+    assert "checksum mismatch" in run("--checkpoint", str(broken), "--all", "--out", out)
     assert not Path(out).exists()

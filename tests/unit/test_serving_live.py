@@ -153,7 +153,7 @@ def test_serving_is_off_and_on_loopback_by_default() -> None:
     assert cfg.serving.enabled is False and cfg.serving.host == "127.0.0.1"
     with pytest.raises(ConfigError) as bad:
         load_config(None, ["network.insecure=true", "serving.max_queue=0"], environ={})
-    assert str(bad.value).startswith("serving.max_queue = 0:")
+    assert str(bad.value).startswith("--set serving.max_queue: serving.max_queue = 0:")
 
 
 def test_a_taken_port_is_a_one_line_error() -> None:
