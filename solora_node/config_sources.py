@@ -52,7 +52,8 @@ def resolve_relative_paths(data: Mapping[str, Any], base_dir: Path) -> dict[str,
             section, field = parents[-1], dotted[-1]
             if field not in section:
                 continue
-            if dotted == ("model", "base") and section[field] in BUILTIN_MODELS:
+            value = section[field]
+            if dotted == ("model", "base") and isinstance(value, str) and value in BUILTIN_MODELS:
                 continue
             section[field] = _resolved(section[field], anchor)
     return result
