@@ -6,6 +6,7 @@ spreads the experts the same way."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,8 @@ def _full_mask(tensors: dict[str, torch.Tensor], task: str) -> dict[str, torch.T
 
 def _daemon(tmp_path: Path) -> dict[str, Any]:
     # Its own federation id: mDNS on loopback is shared with any other test run here.
-    federation = {**TINY_BASE["federation"], "id": "equivalence-fed"}
+    # Its own id per run: loopback mDNS is shared with any other run on this machine.
+    federation = {**TINY_BASE["federation"], "id": f"equivalence-{os.getpid()}"}
     base = {**TINY_BASE, "federation": federation, "rounds": {"max_rounds": ROUNDS}}
     fed = LocalFederation(tmp_path, two_by_two(), base, tls=True)
     with fed:
