@@ -96,7 +96,7 @@ def checked_mask(
     data: bytes, offered: Descriptor, shapes: Mapping[str, tuple[int, int]]
 ) -> MaskRecord:
     """Everything about a received mask that needs no store: checksum, decoding, layout."""
-    check_checksum(data, offered.sha256)
+    check_checksum(data, offered.checksum)
     mask = decode_mask(data)
     validate_mask(mask, offered, shapes)
     return mask
@@ -113,7 +113,7 @@ def checked_delta(
     max_bytes: int,
 ) -> BlockDelta:
     """Everything about a received block that needs no store: checksum, decoding, checks."""
-    check_checksum(data, offered.sha256)
+    check_checksum(data, offered.checksum)
     delta = decode_delta(data)
     validate_delta(
         delta,

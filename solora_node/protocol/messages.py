@@ -14,7 +14,7 @@ from solora_node.protocol.blocks import BlockVersion
 from solora_node.protocol.reasons import Reason
 
 # Bumped when a change to protos/solora/v1 breaks older peers; checked in every handshake.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: item checksums are XXH3-128 instead of SHA-256
 
 ItemKind = Literal["delta", "mask"]
 
@@ -63,7 +63,7 @@ class Descriptor:
     mask_id: str
     encoding: str
     nbytes: int
-    sha256: bytes
+    checksum: bytes  # net/codec.py WIRE_CHECKSUM of the encoded item
 
     @property
     def version(self) -> BlockVersion:

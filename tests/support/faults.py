@@ -54,7 +54,7 @@ class FaultySession(ExchangeSession):
                 continue
             if self.fault is Fault.GARBAGE:
                 d = dataclasses.replace(
-                    item.descriptor, nbytes=len(garbage), sha256=checksum(garbage)
+                    item.descriptor, nbytes=len(garbage), checksum=checksum(garbage)
                 )
                 self._outgoing[item_id] = OutgoingItem(d, garbage)
             else:
