@@ -23,6 +23,24 @@ def chunk_count(nbytes: int, chunk_bytes: int) -> int:
     return max(1, -(-nbytes // chunk_bytes))
 
 
+def _varint_size(value: int) -> int:
+    return max(1, -(-value.bit_length() // 7))
+
+
+def _field_size(value: int) -> int:
+    """A proto3 scalar field with a one-byte tag: absent when zero."""
+    return 1 + _varint_size(value) if value else 0
+
+
+def chunk_frame_size(round_: int, item_id: int, index: int, total: int, nbytes: int) -> int:
+    """Serialised size of a Frame carrying a Chunk (protos/solora/v1/exchange.proto), worked
+    out from its fields: the protobuf runtime's ByteSize() serialises the whole chunk
+    again, one more copy of every byte for a byte count."""
+    data = 1 + _varint_size(nbytes) + nbytes if nbytes else 0
+    chunk = _field_size(item_id) + _field_size(index) + _field_size(total) + data
+    return _field_size(round_) + 1 + _varint_size(chunk) + chunk
+
+
 class Reassembler:
     """Collects the chunks of one offered item, in order, and checks every size bound.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from solora_node._proto import exchange_pb2
-from solora_node.net.chunks import Reassembler, chunk_count, split
+from solora_node.net.chunks import Reassembler, chunk_count, chunk_frame_size, split
 from solora_node.net.codec import checksum, decode_delta, decode_mask, encode_delta, encode_mask
 from solora_node.net.convert import descriptor_from_proto, descriptor_to_proto, offer_from_proto
 from solora_node.net.limits import WireLimits
@@ -295,10 +295,17 @@ class ExchangeSession:
             chunk.data = bytes(part)
             yield frame
 
+    @staticmethod
+    def _chunk_size(frame: exchange_pb2.Frame) -> int:
+        """The frame's serialised size without ByteSize(), which serialises it once more."""
+        chunk = frame.chunk
+        nbytes = len(chunk.data)  # a copy too, but a quarter of ByteSize's cost
+        return chunk_frame_size(frame.round, chunk.item_id, chunk.index, chunk.total, nbytes)
+
     async def _send_wanted(self, wanted: list[int]) -> None:
         for item_id in wanted:
             for frame in self._chunk_frames(self._outgoing[item_id]):
-                await self._outbox.data(frame, frame.ByteSize())
+                await self._outbox.data(frame, self._chunk_size(frame))
         done = self._frame(done=exchange_pb2.Done(items_sent=len(wanted)))
         await self._outbox.data(done, done.ByteSize())
         self._done_sent = True
@@ -371,7 +378,8 @@ class ExchangeSession:
             self._incoming.pop(item_id)
             self._refuse(item_id, WireError(Reason.TRUNCATED, "wanted but never sent"))
 
-    async def _on_chunk(self, chunk: exchange_pb2.Chunk) -> None:
+    async def _on_chunk(self, chunk: exchange_pb2.Chunk, data: bytes) -> None:
+        """`data` is chunk.data, read once: each read of a bytes field copies it."""
         if self._current is not None and self._current[0] != chunk.item_id:
             self._abandon_current(
                 Reason.TRUNCATED, "next item started before this one was complete"
@@ -393,7 +401,7 @@ class ExchangeSession:
             self._current = (chunk.item_id, assembler)
         item_id, assembler = self._current
         try:
-            complete = assembler.add(chunk.index, chunk.total, chunk.data)
+            complete = assembler.add(chunk.index, chunk.total, data)
         except WireError as err:
             self._current = None
             self._incoming.pop(item_id, None)
@@ -467,11 +475,23 @@ class ExchangeSession:
             self._done_sent and self._peer_done and not self._awaiting_ack and not self._validating
         )
 
+    def _count_received(self, kind: str, size: int) -> None:
+        self._bytes_received += size
+        self.observer.bytes_moved(kind, "received", size)
+
     async def _dispatch(self, frame: exchange_pb2.Frame) -> None:
         kind = frame.WhichOneof("body")
         if kind == "chunk":
-            await self._on_chunk(frame.chunk)
-        elif kind == "ack":
+            chunk = frame.chunk
+            data = chunk.data
+            self._count_received(
+                "delta",
+                chunk_frame_size(frame.round, chunk.item_id, chunk.index, chunk.total, len(data)),
+            )
+            await self._on_chunk(chunk, data)
+            return
+        self._count_received("control", frame.ByteSize())
+        if kind == "ack":
             self._on_ack(frame.ack)
         elif kind == "offer":
             self._on_offer(frame.offer)
@@ -523,12 +543,7 @@ class ExchangeSession:
                 f"frame of round {frame.round} is older than the peer's hello "
                 f"({self.peer.hello.round})",
             )
-        size = frame.ByteSize()
-        self._bytes_received += size
-        self.observer.bytes_moved(
-            "delta" if frame.HasField("chunk") else "control", "received", size
-        )
-        return frame
+        return frame  # counted in _dispatch, which reads a chunk's bytes only once
 
     async def _exchange(self, writer: asyncio.Task[None]) -> None:
         descriptors = await self._prepare_offer()

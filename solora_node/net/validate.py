@@ -124,7 +124,7 @@ def _check_dtypes(delta: BlockDelta, expectation: Expectation) -> None:
 
 # Values are widened to float32 this many at a time, into one cache-sized scratch buffer:
 # checking a large fp16/bf16 block never makes a float32 copy of all of it.
-SCAN_VALUES = 1 << 16
+SCAN_VALUES = 1 << 18
 
 
 def _widen_into(part: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:

@@ -246,3 +246,19 @@ def test_property_mutated_encodings_only_raise_wire_error(
     cut = data.draw(st.integers(0, len(encoded)))
     with contextlib.suppress(WireError):  # anything else fails the test
         decode_item(bytes(encoded[:cut]))
+
+
+@pytest.mark.parametrize(
+    ("round_", "item_id", "index", "total", "nbytes"),
+    [(0, 0, 0, 1, 0), (3, 1, 2, 4, 1 << 20), (1 << 40, 300, 127, 128, 127), (5, 0, 0, 1, 200)],
+)
+def test_chunk_frame_size_is_what_protobuf_serialises(
+    round_: int, item_id: int, index: int, total: int, nbytes: int
+) -> None:
+    from solora_node._proto import exchange_pb2
+    from solora_node.net.chunks import chunk_frame_size
+
+    frame = exchange_pb2.Frame(round=round_)
+    frame.chunk.item_id, frame.chunk.index, frame.chunk.total = item_id, index, total
+    frame.chunk.data = bytes(nbytes)
+    assert chunk_frame_size(round_, item_id, index, total, nbytes) == frame.ByteSize()
