@@ -23,7 +23,7 @@ from solora_node.net.chunks import Reassembler, chunk_count, chunk_frame_size, s
 from solora_node.net.codec import checksum, decode_delta, decode_mask, encode_delta, encode_mask
 from solora_node.net.convert import descriptor_from_proto, descriptor_to_proto, offer_from_proto
 from solora_node.net.limits import WireLimits
-from solora_node.net.observe import RefusalLog, WireObserver
+from solora_node.net.observe import ByteKind, RefusalLog, WireObserver
 from solora_node.net.port import BlockStore
 from solora_node.net.validate import (
     check_checksum,
@@ -475,7 +475,7 @@ class ExchangeSession:
             self._done_sent and self._peer_done and not self._awaiting_ack and not self._validating
         )
 
-    def _count_received(self, kind: str, size: int) -> None:
+    def _count_received(self, kind: ByteKind, size: int) -> None:
         self._bytes_received += size
         self.observer.bytes_moved(kind, "received", size)
 
