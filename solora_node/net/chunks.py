@@ -6,6 +6,8 @@ event loop, together with decoding.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from solora_node.protocol.reasons import Reason, WireError
 
 
@@ -17,6 +19,27 @@ def split(data: bytes, chunk_bytes: int) -> list[memoryview]:
     if not view:
         return [view]
     return [view[i : i + chunk_bytes] for i in range(0, len(view), chunk_bytes)]
+
+
+def split_parts(parts: Sequence[bytes], chunk_bytes: int) -> Iterator[bytes]:
+    """The chunks of the parts' concatenation (as `split` would cut it), built one at a
+    time: each chunk is the one copy of its bytes, the whole item is never joined."""
+    if chunk_bytes <= 0:
+        raise ValueError("chunk_bytes must be positive")
+    pending: list[memoryview] = []
+    size = 0
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            take = view[: chunk_bytes - size]
+            pending.append(take)
+            size += len(take)
+            view = view[len(take) :]
+            if size == chunk_bytes:
+                yield b"".join(pending)
+                pending, size = [], 0
+    if pending or not any(parts):
+        yield b"".join(pending)
 
 
 def chunk_count(nbytes: int, chunk_bytes: int) -> int:

@@ -67,7 +67,15 @@ CHECKSUM_BYTES = 16
 
 def checksum(data: bytes | bytearray | memoryview) -> bytes:
     """The wire checksum (WIRE_CHECKSUM) of an encoded item: CHECKSUM_BYTES bytes."""
-    return xxhash.xxh3_128_digest(data)
+    return checksum_parts((data,))
+
+
+def checksum_parts(parts: Iterable[bytes | bytearray | memoryview]) -> bytes:
+    """The checksum of the parts' concatenation, without concatenating them."""
+    digest = xxhash.xxh3_128()
+    for part in parts:
+        digest.update(part)
+    return digest.digest()
 
 
 # ---------------------------------------------------------------- numpy views
@@ -133,13 +141,23 @@ def _fill_table(
         table.dense_dims.extend([d for name in tensors for d in dense[name]])
 
 
-def _assemble(header: payload_pb2.PayloadHeader, buffers: Iterable[bytes]) -> bytes:
+def _assemble(header: payload_pb2.PayloadHeader, buffers: Iterable[bytes]) -> list[bytes]:
     head = header.SerializeToString()
-    return b"".join([_PREFIX.pack(MAGIC, len(head)), head, *buffers])
+    return [_PREFIX.pack(MAGIC, len(head)) + head, *buffers]
 
 
 def encode_delta(delta: BlockDelta) -> bytes:
     """Encode a task block; raises ValueError for an inconsistent (locally built) delta."""
+    return b"".join(encode_delta_parts(delta))
+
+
+def encode_mask(mask: MaskRecord) -> bytes:
+    return b"".join(encode_mask_parts(mask))
+
+
+def encode_delta_parts(delta: BlockDelta) -> list[bytes]:
+    """The encoded delta as parts whose concatenation is encode_delta's bytes: the tensors'
+    own buffers, uncopied (the wire path chunks and hashes them without joining)."""
     if delta.encoding not in VALUE_ENCODINGS:
         raise ValueError(
             f"delta encoding {delta.encoding!r} must be one of {sorted(VALUE_ENCODINGS)}"
@@ -158,7 +176,7 @@ def encode_delta(delta: BlockDelta) -> bytes:
     return _assemble(header, buffers)
 
 
-def encode_mask(mask: MaskRecord) -> bytes:
+def encode_mask_parts(mask: MaskRecord) -> list[bytes]:
     missing = set(mask.layers) - set(mask.shapes)
     if missing:
         raise ValueError(f"mask {mask.mask_id!r}: no dense shape for layers {sorted(missing)}")

@@ -14,13 +14,19 @@ import collections
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from solora_node._proto import exchange_pb2
-from solora_node.net.chunks import Reassembler, chunk_count, chunk_frame_size, split
-from solora_node.net.codec import checksum, decode_delta, decode_mask, encode_delta, encode_mask
+from solora_node.net.chunks import Reassembler, chunk_count, chunk_frame_size, split_parts
+from solora_node.net.codec import (
+    checksum_parts,
+    decode_delta,
+    decode_mask,
+    encode_delta_parts,
+    encode_mask_parts,
+)
 from solora_node.net.convert import descriptor_from_proto, descriptor_to_proto, offer_from_proto
 from solora_node.net.limits import WireLimits
 from solora_node.net.observe import ByteKind, RefusalLog, WireObserver
@@ -59,10 +65,15 @@ class SessionAborted(Exception):
 
 @dataclass
 class OutgoingItem:
-    """One encoded item this side offers: its descriptor and the bytes that are chunked."""
+    """One encoded item this side offers: its descriptor and the parts whose concatenation
+    is the encoded item (codec *_parts), chunked without being joined."""
 
     descriptor: Descriptor
-    data: bytes
+    parts: Sequence[bytes]
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.parts)
 
 
 def encode_items(items: list[BlockDelta | MaskRecord]) -> list[OutgoingItem]:
@@ -70,12 +81,11 @@ def encode_items(items: list[BlockDelta | MaskRecord]) -> list[OutgoingItem]:
     encoded = []
     for item_id, item in enumerate(items):
         if isinstance(item, MaskRecord):
-            data = encode_mask(item)
-            d = Descriptor(
-                item_id, "mask", item.task, 0, "", item.mask_id, "", len(data), checksum(data)
-            )
+            parts = encode_mask_parts(item)
+            nbytes, digest = sum(map(len, parts)), checksum_parts(parts)
+            d = Descriptor(item_id, "mask", item.task, 0, "", item.mask_id, "", nbytes, digest)
         else:
-            data = encode_delta(item)
+            parts = encode_delta_parts(item)
             v = item.version
             d = Descriptor(
                 item_id,
@@ -85,10 +95,10 @@ def encode_items(items: list[BlockDelta | MaskRecord]) -> list[OutgoingItem]:
                 v.origin,
                 item.mask_id,
                 item.encoding,
-                len(data),
-                checksum(data),
+                sum(map(len, parts)),
+                checksum_parts(parts),
             )
-        encoded.append(OutgoingItem(d, data))
+        encoded.append(OutgoingItem(d, parts))
     return encoded
 
 
@@ -284,15 +294,15 @@ class ExchangeSession:
     def _chunk_frames(self, item: OutgoingItem) -> Iterator[exchange_pb2.Frame]:
         """The frames of one item, built as they are sent (one chunk in memory at a time);
         a test subclass may corrupt or truncate them."""
-        total = chunk_count(len(item.data), self.limits.chunk_bytes)
-        for index, part in enumerate(split(item.data, self.limits.chunk_bytes)):
+        total = chunk_count(item.descriptor.nbytes, self.limits.chunk_bytes)
+        for index, part in enumerate(split_parts(item.parts, self.limits.chunk_bytes)):
             frame = Frame(round=self._round)
             # Filling the frame's own sub-message avoids copying a built Chunk into it.
             chunk = frame.chunk
             chunk.item_id = item.descriptor.item_id
             chunk.index = index
             chunk.total = total
-            chunk.data = bytes(part)
+            chunk.data = part
             yield frame
 
     @staticmethod
