@@ -17,7 +17,7 @@ COMMANDS = {
     "run": "run the node daemon (foreground; SIGTERM = graceful stop)",
     "demo": "a local federation on this machine (separate processes on loopback)",
     "sim": "in-process multi-device experiment (the paper's comparison)",
-    "bench": "benchmarks: payload, codec, train, net, routing, soak",
+    "bench": "benchmarks: payload, codec, train, net, routing, soak, poisoning, scale",
     "infer": "generate with a checkpoint's implicit mixture of experts",
     "status": "query a running node",
     "topology": "planned clusters, degrees, spectral gaps",
