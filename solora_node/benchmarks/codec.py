@@ -108,12 +108,12 @@ def measure(delta: BlockDelta, batch_seconds: float, repeats: int) -> dict[str, 
 
 
 def _local_step_seconds(model: str) -> dict[str, Any]:
-    """Median seconds of one SO-LoRA local step (bench train's step, its defaults)."""
+    """Median seconds of one SO-LoRA local step (bench train's step and batch, 2 threads)."""
     from solora_node.benchmarks import train  # torch: imported only when asked for
 
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
-    args = parser.parse_args(["--model", model, "--threads", "2", "--repeats", "1"])
+    args = parser.parse_args(["--model", model, "--steps", "4", "--warmup", "1"])
     figures = train.solora_step_figures(args, threads=2)
     return {"model": model, "threads": 2, "step_seconds": figures["median"]}
 
