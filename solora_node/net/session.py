@@ -294,7 +294,7 @@ class ExchangeSession:
     def _chunk_frames(self, item: OutgoingItem) -> Iterator[exchange_pb2.Frame]:
         """The frames of one item, built as they are sent (one chunk in memory at a time);
         a test subclass may corrupt or truncate them."""
-        total = chunk_count(item.descriptor.nbytes, self.limits.chunk_bytes)
+        total = chunk_count(sum(map(len, item.parts)), self.limits.chunk_bytes)
         for index, part in enumerate(split_parts(item.parts, self.limits.chunk_bytes)):
             frame = Frame(round=self._round)
             # Filling the frame's own sub-message avoids copying a built Chunk into it.
