@@ -28,7 +28,7 @@ from . import handshake_pb2 as solora_dot_v1_dot_handshake__pb2
 from . import payload_pb2 as solora_dot_v1_dot_payload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18solora/v1/exchange.proto\x12\tsolora.v1\x1a\x16solora/v1/common.proto\x1a\x19solora/v1/handshake.proto\x1a\x17solora/v1/payload.proto\"\xb1\x01\n\nDescriptor\x12\x0f\n\x07item_id\x18\x01 \x01(\r\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.solora.v1.PayloadKind\x12(\n\x07version\x18\x03 \x01(\x0b\x32\x17.solora.v1.BlockVersion\x12\"\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x10.solora.v1.Dtype\x12\x0e\n\x06nbytes\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\x0c\"-\n\x05Offer\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.solora.v1.Descriptor\"\x18\n\x04Want\x12\x10\n\x08item_ids\x18\x01 \x03(\r\"D\n\x05\x43hunk\x12\x0f\n\x07item_id\x18\x01 \x01(\r\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"J\n\x03\x41\x63k\x12\x0f\n\x07item_id\x18\x01 \x01(\r\x12!\n\x06reason\x18\x02 \x01(\x0e\x32\x11.solora.v1.Reason\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x1a\n\x04\x44one\x12\x12\n\nitems_sent\x18\x01 \x01(\r\"\x96\x02\n\x05\x46rame\x12\r\n\x05round\x18\x01 \x01(\x04\x12!\n\x05hello\x18\x02 \x01(\x0b\x32\x10.solora.v1.HelloH\x00\x12,\n\x0bhello_reply\x18\x03 \x01(\x0b\x32\x15.solora.v1.HelloReplyH\x00\x12!\n\x05offer\x18\x04 \x01(\x0b\x32\x10.solora.v1.OfferH\x00\x12\x1f\n\x04want\x18\x05 \x01(\x0b\x32\x0f.solora.v1.WantH\x00\x12!\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x10.solora.v1.ChunkH\x00\x12\x1d\n\x03\x61\x63k\x18\x07 \x01(\x0b\x32\x0e.solora.v1.AckH\x00\x12\x1f\n\x04\x64one\x18\x08 \x01(\x0b\x32\x0f.solora.v1.DoneH\x00\x42\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18solora/v1/exchange.proto\x12\tsolora.v1\x1a\x16solora/v1/common.proto\x1a\x19solora/v1/handshake.proto\x1a\x17solora/v1/payload.proto\"\xb3\x01\n\nDescriptor\x12\x0f\n\x07item_id\x18\x01 \x01(\r\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.solora.v1.PayloadKind\x12(\n\x07version\x18\x03 \x01(\x0b\x32\x17.solora.v1.BlockVersion\x12\"\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x10.solora.v1.Dtype\x12\x0e\n\x06nbytes\x18\x05 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\x0c\"-\n\x05Offer\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.solora.v1.Descriptor\"\x18\n\x04Want\x12\x10\n\x08item_ids\x18\x01 \x03(\r\"D\n\x05\x43hunk\x12\x0f\n\x07item_id\x18\x01 \x01(\r\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"J\n\x03\x41\x63k\x12\x0f\n\x07item_id\x18\x01 \x01(\r\x12!\n\x06reason\x18\x02 \x01(\x0e\x32\x11.solora.v1.Reason\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x1a\n\x04\x44one\x12\x12\n\nitems_sent\x18\x01 \x01(\r\"\x96\x02\n\x05\x46rame\x12\r\n\x05round\x18\x01 \x01(\x04\x12!\n\x05hello\x18\x02 \x01(\x0b\x32\x10.solora.v1.HelloH\x00\x12,\n\x0bhello_reply\x18\x03 \x01(\x0b\x32\x15.solora.v1.HelloReplyH\x00\x12!\n\x05offer\x18\x04 \x01(\x0b\x32\x10.solora.v1.OfferH\x00\x12\x1f\n\x04want\x18\x05 \x01(\x0b\x32\x0f.solora.v1.WantH\x00\x12!\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x10.solora.v1.ChunkH\x00\x12\x1d\n\x03\x61\x63k\x18\x07 \x01(\x0b\x32\x0e.solora.v1.AckH\x00\x12\x1f\n\x04\x64one\x18\x08 \x01(\x0b\x32\x0f.solora.v1.DoneH\x00\x42\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,17 +36,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'solora.v1.exchange_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DESCRIPTOR']._serialized_start=116
-  _globals['_DESCRIPTOR']._serialized_end=293
-  _globals['_OFFER']._serialized_start=295
-  _globals['_OFFER']._serialized_end=340
-  _globals['_WANT']._serialized_start=342
-  _globals['_WANT']._serialized_end=366
-  _globals['_CHUNK']._serialized_start=368
-  _globals['_CHUNK']._serialized_end=436
-  _globals['_ACK']._serialized_start=438
-  _globals['_ACK']._serialized_end=512
-  _globals['_DONE']._serialized_start=514
-  _globals['_DONE']._serialized_end=540
-  _globals['_FRAME']._serialized_start=543
-  _globals['_FRAME']._serialized_end=821
+  _globals['_DESCRIPTOR']._serialized_end=295
+  _globals['_OFFER']._serialized_start=297
+  _globals['_OFFER']._serialized_end=342
+  _globals['_WANT']._serialized_start=344
+  _globals['_WANT']._serialized_end=368
+  _globals['_CHUNK']._serialized_start=370
+  _globals['_CHUNK']._serialized_end=438
+  _globals['_ACK']._serialized_start=440
+  _globals['_ACK']._serialized_end=514
+  _globals['_DONE']._serialized_start=516
+  _globals['_DONE']._serialized_end=542
+  _globals['_FRAME']._serialized_start=545
+  _globals['_FRAME']._serialized_end=823
 # @@protoc_insertion_point(module_scope)

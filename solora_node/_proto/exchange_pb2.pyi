@@ -11,20 +11,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Descriptor(_message.Message):
-    __slots__ = ("item_id", "kind", "version", "encoding", "nbytes", "sha256")
+    __slots__ = ("item_id", "kind", "version", "encoding", "nbytes", "checksum")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     NBYTES_FIELD_NUMBER: _ClassVar[int]
-    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     item_id: int
     kind: _payload_pb2.PayloadKind
     version: _common_pb2.BlockVersion
     encoding: _common_pb2.Dtype
     nbytes: int
-    sha256: bytes
-    def __init__(self, item_id: _Optional[int] = ..., kind: _Optional[_Union[_payload_pb2.PayloadKind, str]] = ..., version: _Optional[_Union[_common_pb2.BlockVersion, _Mapping]] = ..., encoding: _Optional[_Union[_common_pb2.Dtype, str]] = ..., nbytes: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+    checksum: bytes
+    def __init__(self, item_id: _Optional[int] = ..., kind: _Optional[_Union[_payload_pb2.PayloadKind, str]] = ..., version: _Optional[_Union[_common_pb2.BlockVersion, _Mapping]] = ..., encoding: _Optional[_Union[_common_pb2.Dtype, str]] = ..., nbytes: _Optional[int] = ..., checksum: _Optional[bytes] = ...) -> None: ...
 
 class Offer(_message.Message):
     __slots__ = ("items",)

@@ -1,22 +1,29 @@
-"""`bench codec`: encode/decode throughput of the wire codec against a plain buffer copy.
+"""`bench codec`: encode, decode, the wire checksum and validation against a plain copy.
 
 The payload is one default-model round: SmolLM2-135M, 30 layers, q_proj (d_out 576) and
 v_proj (d_out 192), rank 8, density 0.1, fp16 values: 0.1 * d_out * 8 values per layer.
-No model is loaded; the block is synthesised with that shape. A second, large payload
-(same structure, 4 MiB layers) shows the per-byte cost once per-tensor overhead vanishes.
-memcpy is one copy of the encoded bytes into a preallocated buffer: the floor any codec
-that produces fresh objects must pay at least once. MB/s means 10^6 bytes per second.
-Timing: best of `repeats` batches (timeit practice).
+No model is loaded for it; the block is synthesised with that shape. A second, large
+payload (8 layers of 4 MiB: a 32 MiB block) shows the per-byte cost once per-tensor
+overhead vanishes. memcpy is one copy of the encoded bytes into a preallocated buffer: the
+floor any codec that produces fresh objects must pay at least once. `validate` is the
+numeric check of a received block (finite values, L2 norm); its peak_bytes is the most
+memory it allocates (tracemalloc), to show no float32 copy of the block is made.
+With --step-model, one SO-LoRA local step of that model is timed too (bench train's
+step), and the default round's encode+decode time is given as a fraction of it.
+MB/s means 10^6 bytes per second. Timing: best of `repeats` batches (timeit practice).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from solora_node.net.codec import checksum, decode_delta, encode_delta
+from solora_node.net.codec import WIRE_CHECKSUM, checksum, decode_delta, encode_delta
+from solora_node.net.validate import block_norm
 from solora_node.protocol.blocks import BlockDelta
 from solora_node.testing.workload import default_round_layout, random_mask, synthetic_delta
 
@@ -30,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-seconds", type=float, default=0.2, help="length of one batch")
     parser.add_argument("--repeats", type=int, default=5, help="batches; the best one counts")
+    parser.add_argument(
+        "--step-model",
+        default="default",
+        help="model whose local step is the yardstick (default, tiny, a folder, or none)",
+    )
 
 
 def best_seconds_per_call(fn: Callable[[], object], batch_seconds: float, repeats: int) -> float:
@@ -70,15 +82,40 @@ def measure(delta: BlockDelta, batch_seconds: float, repeats: int) -> dict[str, 
         target[:] = data
 
     memcpy = mb_s(copy)
+    check = mb_s(lambda: checksum(data))
+    validate = mb_s(lambda: block_norm(delta))
+    tracemalloc.start()
+    block_norm(delta)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     return {
         "payload_bytes": size,
         "tensors": len(delta.layers) + len(delta.codes),
         "encode_mb_s": encode,
         "decode_mb_s": decode,
         "memcpy_mb_s": memcpy,
-        "checksum_mb_s": mb_s(lambda: checksum(data)),
-        "ratio_to_memcpy": round(min(encode, decode) / memcpy, 3),
+        "checksum_mb_s": check,
+        "validate_mb_s": validate,
+        "validate_peak_bytes": peak,
+        "encode_decode_seconds": round(size / encode / 1e6 + size / decode / 1e6, 9),
+        "ratio_to_memcpy": {
+            "encode": round(encode / memcpy, 3),
+            "decode": round(decode / memcpy, 3),
+            "checksum": round(check / memcpy, 3),
+            "validate": round(validate / memcpy, 3),
+        },
     }
+
+
+def _local_step_seconds(model: str) -> dict[str, Any]:
+    """Median seconds of one SO-LoRA local step (bench train's step and batch, 2 threads)."""
+    from solora_node.benchmarks import train  # torch: imported only when asked for
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args(["--model", model, "--steps", "4", "--warmup", "1"])
+    figures = train.solora_step_figures(args, threads=2)
+    return {"model": model, "threads": 2, "step_seconds": figures["median"]}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,9 +128,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     big_mask = random_mask("bench", big_layout, 1.0, seed=0)
     big_block = synthetic_delta(big_mask, round_=1, origin="bench", encoding=args.encoding, seed=1)
     result["large"] = measure(big_block, args.batch_seconds, max(2, args.repeats // 2))
+    if args.step_model != "none":
+        step = _local_step_seconds(args.step_model)
+        step["round_encode_decode_fraction"] = round(
+            result["encode_decode_seconds"] / step["step_seconds"], 6
+        )
+        result["local_step"] = step
     result.update(
         {
             "benchmark": "codec",
+            "checksum": WIRE_CHECKSUM,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "encoding": args.encoding,
             "layers": args.layers,
             "rank": args.rank,

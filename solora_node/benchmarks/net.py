@@ -1,23 +1,28 @@
-"""`bench net`: a real streamed gRPC exchange between two processes on 127.0.0.1 vs raw TCP.
+"""`bench net`: a real streamed exchange between two processes on 127.0.0.1, against
+bare gRPC and raw TCP, like with like, in one run.
 
 The sink is a loopback peer process (solora_node/testing/loopback.py) holding a dense
 mask; this process pushes `--total-mib` of blocks (`--delta-mib` each) in one Exchange
-stream, with mutual TLS from a throwaway CA unless --insecure. The same process and sink
-then receive the same number of bytes over a plain TCP socket (no TLS, no framing beyond
-a length). Both include the receiver's work: the gRPC figure also covers encoding,
-chunking, checksums, decoding and validation (shapes, finite values, norm) of every
-block, which raw TCP does not do. grpc_bare_mb_s sends the same bytes as plain gRPC
-messages of the chunk size to a sink that only counts them (same channel, same TLS): the
-cost of gRPC itself, so the gap between raw TCP and the full exchange can be split into
-transport and protocol. MB/s means 10^6 bytes per second; each figure is the best of
-`--repeats` runs.
+stream, with mutual TLS from a throwaway CA unless --insecure. Against it, in the same
+run and to the same sink process:
+- grpc_bare: the same bytes as plain gRPC messages of the chunk size (same channel, same
+  TLS) to a handler that only counts them: the cost of gRPC itself;
+- raw_tcp_tls: the same bytes over one TCP socket with mutual TLS (Python's ssl, the same
+  certificates), in chunk-size writes: the cost of TLS alone;
+- raw_tcp: the same without TLS.
+The exchange figure also covers encoding, chunking, checksums, decoding and validation
+(shapes, finite values, norm) of every block, which the baselines do not do. Encoding
+happens before the timer starts only for the baselines; the exchange encodes inside it.
+MB/s means 10^6 bytes per second; each figure is the best of `--repeats` runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
+import ssl
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +31,12 @@ from typing import Any
 from solora_node.net.client import PeerClient
 from solora_node.net.limits import WireLimits
 from solora_node.net.security import init_ca, issue_node_cert, load_tls_dir
-from solora_node.testing.loopback import DRAIN_METHOD, LoopbackPeer, build_store
+from solora_node.testing.loopback import (
+    DRAIN_METHOD,
+    LoopbackPeer,
+    build_store,
+    raw_tls_context,
+)
 
 TASK = "bench"
 LAYER_VALUES = 1 << 18  # 262144 values per layer: 512 KiB in fp16, rank 8 x d_out 32768
@@ -107,9 +117,16 @@ async def _grpc_runs(
     return best, moved
 
 
-def _raw_tcp_run(port: int, payload: memoryview, chunk: int) -> float:
-    with socket.create_connection(("127.0.0.1", port)) as conn:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def _raw_tcp_run(
+    port: int, payload: memoryview, chunk: int, context: ssl.SSLContext | None = None
+) -> float:
+    with socket.create_connection(("127.0.0.1", port)) as plain:
+        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn: socket.socket = plain
+        if context is not None:
+            secure = context.wrap_socket(plain, server_hostname=SINK)
+            secure.do_handshake()  # like the exchange: connection and TLS outside the timing
+            conn = secure
         start = time.perf_counter()
         conn.sendall(len(payload).to_bytes(8, "little"))
         for offset in range(0, len(payload), chunk):
@@ -154,24 +171,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert child.raw_port is not None
             payload = memoryview(bytes(moved))
             raw_s = min(_raw_tcp_run(child.raw_port, payload, chunk) for _ in range(args.repeats))
+            raw_tls_s = None
+            if tls_dir is not None and child.raw_tls_port is not None:
+                context = raw_tls_context(tls_dir, SOURCE, peer_id=SINK)
+                raw_tls_s = min(
+                    _raw_tcp_run(child.raw_tls_port, payload, chunk, context)
+                    for _ in range(args.repeats)
+                )
             parts = [bytes(payload[i : i + chunk]) for i in range(0, moved, chunk)]
             bare_s = asyncio.run(_bare_grpc_runs(child, parts, limits, tls_dir, args.repeats))
     grpc_mb_s = moved / grpc_s / 1e6
     raw_mb_s = moved / raw_s / 1e6
     bare_mb_s = moved / bare_s / 1e6
+    raw_tls_mb_s = moved / raw_tls_s / 1e6 if raw_tls_s is not None else None
     return {
         "benchmark": "net",
         "grpc_mb_s": round(grpc_mb_s, 1),
-        "raw_tcp_mb_s": round(raw_mb_s, 1),
-        "ratio": round(grpc_mb_s / raw_mb_s, 3),
         "grpc_bare_mb_s": round(bare_mb_s, 1),
+        "raw_tcp_tls_mb_s": round(raw_tls_mb_s, 1) if raw_tls_mb_s is not None else None,
+        "raw_tcp_mb_s": round(raw_mb_s, 1),
+        "ratio_to_bare_grpc": round(grpc_mb_s / bare_mb_s, 3),
+        "ratio_to_raw_tcp_tls": (
+            round(grpc_mb_s / raw_tls_mb_s, 3) if raw_tls_mb_s is not None else None
+        ),
+        "ratio": round(grpc_mb_s / raw_mb_s, 3),
         "bare_ratio": round(bare_mb_s / raw_mb_s, 3),
         "payload_bytes": moved,
         "deltas": deltas,
         "delta_bytes": layers * LAYER_VALUES * 2,
         "chunk_bytes": chunk,
         "tls": tls_dir is not None,
-        "raw_tcp_tls": False,
         "repeats": args.repeats,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "mb": "10^6 bytes",
     }

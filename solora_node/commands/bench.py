@@ -11,13 +11,14 @@ from solora_node.commands._common import emit_json
 BENCHMARKS = {
     "payload": "bytes on the wire per round: LoRA vs LoRI vs SO-LoRA",
     "train": "seconds per local step: PEFT LoRA vs SO-LoRA",
-    "codec": "encode/decode throughput vs memcpy",
-    "net": "gRPC streamed exchange vs raw TCP on loopback",
+    "codec": "encode/decode/checksum/validation throughput vs memcpy",
+    "net": "streamed exchange vs bare gRPC vs raw TCP (with TLS) on loopback",
     "routing": "implicit-MoE auto-routing accuracy on the default model",
     "soak": "N-node loopback federation for R rounds: RSS/fd growth per node",
     "poisoning": "1 of 5 same-task peers poisoned: accuracy per aggregation rule",
     "idle": "CPU per tiny-model node with rounds unpaced vs paced (rounds.* defaults)",
     "serve": "OpenAI-compatible API: requests/s, latency, tokens/s, auto-routing cost",
+    "scale": "topology planning and per-node round costs as nodes and tasks grow",
 }
 
 

@@ -6,6 +6,8 @@ event loop, together with decoding.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from solora_node.protocol.reasons import Reason, WireError
 
 
@@ -19,8 +21,47 @@ def split(data: bytes, chunk_bytes: int) -> list[memoryview]:
     return [view[i : i + chunk_bytes] for i in range(0, len(view), chunk_bytes)]
 
 
+def split_parts(parts: Sequence[bytes], chunk_bytes: int) -> Iterator[bytes]:
+    """The chunks of the parts' concatenation (as `split` would cut it), built one at a
+    time: each chunk is the one copy of its bytes, the whole item is never joined."""
+    if chunk_bytes <= 0:
+        raise ValueError("chunk_bytes must be positive")
+    pending: list[memoryview] = []
+    size = 0
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            take = view[: chunk_bytes - size]
+            pending.append(take)
+            size += len(take)
+            view = view[len(take) :]
+            if size == chunk_bytes:
+                yield b"".join(pending)
+                pending, size = [], 0
+    if pending or not any(parts):
+        yield b"".join(pending)
+
+
 def chunk_count(nbytes: int, chunk_bytes: int) -> int:
     return max(1, -(-nbytes // chunk_bytes))
+
+
+def _varint_size(value: int) -> int:
+    return max(1, -(-value.bit_length() // 7))
+
+
+def _field_size(value: int) -> int:
+    """A proto3 scalar field with a one-byte tag: absent when zero."""
+    return 1 + _varint_size(value) if value else 0
+
+
+def chunk_frame_size(round_: int, item_id: int, index: int, total: int, nbytes: int) -> int:
+    """Serialised size of a Frame carrying a Chunk (protos/solora/v1/exchange.proto), worked
+    out from its fields: the protobuf runtime's ByteSize() serialises the whole chunk
+    again, one more copy of every byte for a byte count."""
+    data = 1 + _varint_size(nbytes) + nbytes if nbytes else 0
+    chunk = _field_size(item_id) + _field_size(index) + _field_size(total) + data
+    return _field_size(round_) + 1 + _varint_size(chunk) + chunk
 
 
 class Reassembler:

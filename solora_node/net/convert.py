@@ -103,7 +103,7 @@ def descriptor_to_proto(item: Descriptor) -> exchange_pb2.Descriptor:
         item_id=item.item_id,
         kind=_KIND_TO_PROTO[item.kind],
         nbytes=item.nbytes,
-        sha256=item.sha256,
+        checksum=item.checksum,
     )
     if item.kind == "delta":
         msg.encoding = dtype_to_proto(item.encoding)
@@ -133,7 +133,7 @@ def descriptor_from_proto(msg: exchange_pb2.Descriptor) -> Descriptor:
         mask_id=_short(v.mask_id, "mask_id"),
         encoding=encoding,
         nbytes=msg.nbytes,
-        sha256=bytes(msg.sha256),
+        checksum=bytes(msg.checksum),
         incarnation=v.incarnation,
     )
 

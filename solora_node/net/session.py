@@ -14,16 +14,22 @@ import collections
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from solora_node._proto import exchange_pb2
-from solora_node.net.chunks import Reassembler, chunk_count, split
-from solora_node.net.codec import checksum, decode_delta, decode_mask, encode_delta, encode_mask
+from solora_node.net.chunks import Reassembler, chunk_count, chunk_frame_size, split_parts
+from solora_node.net.codec import (
+    checksum_parts,
+    decode_delta,
+    decode_mask,
+    encode_delta_parts,
+    encode_mask_parts,
+)
 from solora_node.net.convert import descriptor_from_proto, descriptor_to_proto, offer_from_proto
 from solora_node.net.limits import WireLimits
-from solora_node.net.observe import RefusalLog, WireObserver
+from solora_node.net.observe import ByteKind, RefusalLog, WireObserver
 from solora_node.net.port import BlockStore
 from solora_node.net.validate import (
     check_checksum,
@@ -59,10 +65,15 @@ class SessionAborted(Exception):
 
 @dataclass
 class OutgoingItem:
-    """One encoded item this side offers: its descriptor and the bytes that are chunked."""
+    """One encoded item this side offers: its descriptor and the parts whose concatenation
+    is the encoded item (codec *_parts), chunked without being joined."""
 
     descriptor: Descriptor
-    data: bytes
+    parts: Sequence[bytes]
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.parts)
 
 
 def encode_items(items: list[BlockDelta | MaskRecord]) -> list[OutgoingItem]:
@@ -70,12 +81,11 @@ def encode_items(items: list[BlockDelta | MaskRecord]) -> list[OutgoingItem]:
     encoded = []
     for item_id, item in enumerate(items):
         if isinstance(item, MaskRecord):
-            data = encode_mask(item)
-            d = Descriptor(
-                item_id, "mask", item.task, 0, "", item.mask_id, "", len(data), checksum(data)
-            )
+            parts = encode_mask_parts(item)
+            nbytes, digest = sum(map(len, parts)), checksum_parts(parts)
+            d = Descriptor(item_id, "mask", item.task, 0, "", item.mask_id, "", nbytes, digest)
         else:
-            data = encode_delta(item)
+            parts = encode_delta_parts(item)
             v = item.version
             d = Descriptor(
                 item_id,
@@ -85,11 +95,11 @@ def encode_items(items: list[BlockDelta | MaskRecord]) -> list[OutgoingItem]:
                 v.origin,
                 item.mask_id,
                 item.encoding,
-                len(data),
-                checksum(data),
+                sum(map(len, parts)),
+                checksum_parts(parts),
                 incarnation=v.incarnation,
             )
-        encoded.append(OutgoingItem(d, data))
+        encoded.append(OutgoingItem(d, parts))
     return encoded
 
 
@@ -97,7 +107,7 @@ def checked_mask(
     data: bytes, offered: Descriptor, shapes: Mapping[str, tuple[int, int]]
 ) -> MaskRecord:
     """Everything about a received mask that needs no store: checksum, decoding, layout."""
-    check_checksum(data, offered.sha256)
+    check_checksum(data, offered.checksum)
     mask = decode_mask(data)
     validate_mask(mask, offered, shapes)
     return mask
@@ -114,7 +124,7 @@ def checked_delta(
     max_bytes: int,
 ) -> BlockDelta:
     """Everything about a received block that needs no store: checksum, decoding, checks."""
-    check_checksum(data, offered.sha256)
+    check_checksum(data, offered.checksum)
     delta = decode_delta(data)
     validate_delta(
         delta,
@@ -285,21 +295,28 @@ class ExchangeSession:
     def _chunk_frames(self, item: OutgoingItem) -> Iterator[exchange_pb2.Frame]:
         """The frames of one item, built as they are sent (one chunk in memory at a time);
         a test subclass may corrupt or truncate them."""
-        total = chunk_count(len(item.data), self.limits.chunk_bytes)
-        for index, part in enumerate(split(item.data, self.limits.chunk_bytes)):
+        total = chunk_count(sum(map(len, item.parts)), self.limits.chunk_bytes)
+        for index, part in enumerate(split_parts(item.parts, self.limits.chunk_bytes)):
             frame = Frame(round=self._round)
             # Filling the frame's own sub-message avoids copying a built Chunk into it.
             chunk = frame.chunk
             chunk.item_id = item.descriptor.item_id
             chunk.index = index
             chunk.total = total
-            chunk.data = bytes(part)
+            chunk.data = part
             yield frame
+
+    @staticmethod
+    def _chunk_size(frame: exchange_pb2.Frame) -> int:
+        """The frame's serialised size without ByteSize(), which serialises it once more."""
+        chunk = frame.chunk
+        nbytes = len(chunk.data)  # a copy too, but a quarter of ByteSize's cost
+        return chunk_frame_size(frame.round, chunk.item_id, chunk.index, chunk.total, nbytes)
 
     async def _send_wanted(self, wanted: list[int]) -> None:
         for item_id in wanted:
             for frame in self._chunk_frames(self._outgoing[item_id]):
-                await self._outbox.data(frame, frame.ByteSize())
+                await self._outbox.data(frame, self._chunk_size(frame))
         done = self._frame(done=exchange_pb2.Done(items_sent=len(wanted)))
         await self._outbox.data(done, done.ByteSize())
         self._done_sent = True
@@ -372,7 +389,8 @@ class ExchangeSession:
             self._incoming.pop(item_id)
             self._refuse(item_id, WireError(Reason.TRUNCATED, "wanted but never sent"))
 
-    async def _on_chunk(self, chunk: exchange_pb2.Chunk) -> None:
+    async def _on_chunk(self, chunk: exchange_pb2.Chunk, data: bytes) -> None:
+        """`data` is chunk.data, read once: each read of a bytes field copies it."""
         if self._current is not None and self._current[0] != chunk.item_id:
             self._abandon_current(
                 Reason.TRUNCATED, "next item started before this one was complete"
@@ -394,7 +412,7 @@ class ExchangeSession:
             self._current = (chunk.item_id, assembler)
         item_id, assembler = self._current
         try:
-            complete = assembler.add(chunk.index, chunk.total, chunk.data)
+            complete = assembler.add(chunk.index, chunk.total, data)
         except WireError as err:
             self._current = None
             self._incoming.pop(item_id, None)
@@ -468,11 +486,23 @@ class ExchangeSession:
             self._done_sent and self._peer_done and not self._awaiting_ack and not self._validating
         )
 
+    def _count_received(self, kind: ByteKind, size: int) -> None:
+        self._bytes_received += size
+        self.observer.bytes_moved(kind, "received", size)
+
     async def _dispatch(self, frame: exchange_pb2.Frame) -> None:
         kind = frame.WhichOneof("body")
         if kind == "chunk":
-            await self._on_chunk(frame.chunk)
-        elif kind == "ack":
+            chunk = frame.chunk
+            data = chunk.data
+            self._count_received(
+                "delta",
+                chunk_frame_size(frame.round, chunk.item_id, chunk.index, chunk.total, len(data)),
+            )
+            await self._on_chunk(chunk, data)
+            return
+        self._count_received("control", frame.ByteSize())
+        if kind == "ack":
             self._on_ack(frame.ack)
         elif kind == "offer":
             self._on_offer(frame.offer)
@@ -524,12 +554,7 @@ class ExchangeSession:
                 f"frame of round {frame.round} is older than the peer's hello "
                 f"({self.peer.hello.round})",
             )
-        size = frame.ByteSize()
-        self._bytes_received += size
-        self.observer.bytes_moved(
-            "delta" if frame.HasField("chunk") else "control", "received", size
-        )
-        return frame
+        return frame  # counted in _dispatch, which reads a chunk's bytes only once
 
     async def _exchange(self, writer: asyncio.Task[None]) -> None:
         descriptors = await self._prepare_offer()

@@ -12,7 +12,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from solora_node.net.codec import FLOAT_DTYPES, checksum, to_float32
+from solora_node.net.codec import (
+    CHECKSUM_BYTES,
+    FLOAT_DTYPES,
+    WIRE_CHECKSUM,
+    as_array,
+    checksum,
+)
 from solora_node.protocol.blocks import BlockDelta, MaskRecord, RawTensor
 from solora_node.protocol.messages import Descriptor, Expectation
 from solora_node.protocol.reasons import Reason, WireError
@@ -24,15 +30,19 @@ def check_offered(
     """Refuse before transfer what could never be accepted: too big or too old."""
     if item.nbytes > max_bytes:
         raise WireError(Reason.TOO_LARGE, f"{item.nbytes} bytes offered, limit {max_bytes}")
-    if len(item.sha256) != 32:
-        raise WireError(Reason.MALFORMED, "checksum must be 32 bytes of sha256")
+    if len(item.checksum) != CHECKSUM_BYTES:
+        raise WireError(
+            Reason.MALFORMED, f"checksum must be {CHECKSUM_BYTES} bytes of {WIRE_CHECKSUM}"
+        )
     if item.kind == "delta":
         check_round(item.round, current_round=current_round, staleness_rounds=staleness_rounds)
 
 
-def check_checksum(data: bytes, sha256: bytes) -> None:
-    if checksum(data) != sha256:
-        raise WireError(Reason.CHECKSUM_MISMATCH, "sha256 of the reassembled item differs")
+def check_checksum(data: bytes, expected: bytes) -> None:
+    if checksum(data) != expected:
+        raise WireError(
+            Reason.CHECKSUM_MISMATCH, f"{WIRE_CHECKSUM} of the reassembled item differs"
+        )
 
 
 def check_round(round_: int, *, current_round: int, staleness_rounds: int) -> None:
@@ -112,18 +122,54 @@ def _check_dtypes(delta: BlockDelta, expectation: Expectation) -> None:
             )
 
 
+# Values are widened to float32 this many at a time, into one cache-sized scratch buffer:
+# checking a large fp16/bf16 block never makes a float32 copy of all of it.
+SCAN_VALUES = 1 << 18
+
+
+def _widen_into(part: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
+    """`part` (raw wire values) as float32 in `out`; int8 stays unscaled (the caller scales)."""
+    if dtype == "bfloat16":  # bf16 is the high half of a float32
+        bits = out.view(np.uint32)
+        np.left_shift(part, 16, out=bits, dtype=np.uint32)
+        return out
+    out[...] = part
+    return out
+
+
+def _square_of(values: np.ndarray) -> float:
+    """One BLAS pass: NaN or Inf anywhere makes the sum non-finite. A finite but huge
+    float32 value can overflow the square too; the rare slow path tells them apart."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is an answer here
+        square = float(np.dot(values, values))
+    if not math.isfinite(square):
+        return math.nan if not np.isfinite(values).all() else math.inf
+    return square
+
+
+def sum_of_squares(tensor: RawTensor) -> float:
+    """Sum of the squared real values of one tensor; NaN if any is not finite, inf on overflow."""
+    raw = as_array(tensor).reshape(-1)
+    if tensor.dtype == "float32":  # nothing to widen: no copy at all
+        return _square_of(raw)
+    scratch = np.empty(min(raw.size, SCAN_VALUES), dtype=np.float32)
+    total = 0.0
+    for start in range(0, raw.size, SCAN_VALUES):
+        piece = raw[start : start + SCAN_VALUES]
+        square = _square_of(_widen_into(piece, tensor.dtype, scratch[: piece.size]))
+        if not math.isfinite(square):
+            return square
+        total += square
+    return total * float(tensor.scale) ** 2 if tensor.dtype == "int8" else total
+
+
 def block_norm(delta: BlockDelta) -> float:
     """L2 norm of all values of the block (codes excluded), NaN if any value is not finite."""
     total = 0.0
     for tensor in delta.layers.values():
-        values = to_float32(tensor).ravel()
-        # One BLAS pass: NaN or Inf anywhere makes the sum non-finite. A finite but huge
-        # float32 value can overflow the square too; the rare slow path tells them apart.
-        square = float(np.dot(values, values))
+        square = sum_of_squares(tensor)
         if not math.isfinite(square):
-            if not np.isfinite(values).all():
-                return math.nan
-            return math.inf
+            return square
         total += square
     return math.sqrt(total)
 
@@ -147,7 +193,7 @@ def validate_delta(
     _check_shapes(delta.codes, expectation.codes, "code", all_required=False)
     _check_dtypes(delta, expectation)
     for name, tensor in delta.codes.items():
-        if not np.isfinite(to_float32(tensor)).all():
+        if math.isnan(sum_of_squares(tensor)):
             raise WireError(Reason.NOT_FINITE, f"code {name!r} has NaN or Inf")
     norm = block_norm(delta)
     if math.isnan(norm):

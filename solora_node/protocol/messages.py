@@ -15,7 +15,7 @@ from solora_node.protocol.reasons import Reason
 from solora_node.protocol.topology import TopologyView
 
 # Bumped when a change to protos/solora/v1 breaks older peers; checked in every handshake.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: item checksums are XXH3-128 instead of SHA-256
 
 ItemKind = Literal["delta", "mask"]
 
@@ -65,7 +65,7 @@ class Descriptor:
     mask_id: str
     encoding: str
     nbytes: int
-    sha256: bytes
+    checksum: bytes  # net/codec.py WIRE_CHECKSUM of the encoded item
     incarnation: int = 0
 
     @property

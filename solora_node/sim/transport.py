@@ -34,6 +34,13 @@ class Traffic:
     mask_bytes: int = 0
     refused: collections.Counter[Reason] = field(default_factory=collections.Counter)
     per_edge: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # Items (blocks and masks) per edge, and bytes of blocks a sender relayed (not its own).
+    items_per_edge: collections.Counter[tuple[str, str]] = field(
+        default_factory=collections.Counter
+    )
+    relayed_per_edge: collections.Counter[tuple[str, str]] = field(
+        default_factory=collections.Counter
+    )
 
     def add(self, other: Traffic) -> None:
         self.bytes += other.bytes
@@ -42,6 +49,8 @@ class Traffic:
         self.mask_bytes += other.mask_bytes
         self.refused.update(other.refused)
         self.per_edge.update(other.per_edge)
+        self.items_per_edge.update(other.items_per_edge)
+        self.relayed_per_edge.update(other.relayed_per_edge)
 
 
 @dataclass(frozen=True)
@@ -100,13 +109,17 @@ class MemoryTransport:
         for item_id in _valid(wanted, len(offer.items)):
             item, size = offer.items[item_id], offer.descriptors[item_id].nbytes
             traffic.bytes += size
-            traffic.per_edge[(offer.sender, offer.receiver)] += size
+            edge = (offer.sender, offer.receiver)
+            traffic.per_edge[edge] += size
+            traffic.items_per_edge[edge] += 1
             if isinstance(item, MaskRecord):
                 traffic.masks += 1
                 traffic.mask_bytes += size
                 verdict = target.accept_mask(item, offer.sender_ctx)
             else:
                 traffic.messages += 1
+                if item.version.origin != offer.sender:
+                    traffic.relayed_per_edge[edge] += size
                 verdict = target.accept_delta(item, offer.sender_ctx)
             if verdict is not Reason.OK:
                 traffic.refused[verdict] += 1

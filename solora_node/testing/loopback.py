@@ -2,10 +2,11 @@
 
 The child builds an InMemoryStore from a JSON spec (seeded masks and blocks, so
 the parent can rebuild the very same bytes), serves it on an ephemeral port,
-prints one JSON line {"port": ..., "raw_port": ...} and runs until its stdin
-closes, so it never outlives its parent. With "raw_sink" it also accepts plain
-TCP transfers (8-byte length, payload, 1-byte reply) and bare gRPC byte streams
-(DRAIN_METHOD) as baselines for the full protocol.
+prints one JSON line {"port": ..., "raw_port": ..., "raw_tls_port": ...} and runs
+until its stdin closes, so it never outlives its parent. With "raw_sink" it also
+accepts plain TCP transfers (8-byte length, payload, 1-byte reply), the same over
+mutual TLS with the node's certificate when it has a tls_dir, and bare gRPC byte
+streams (DRAIN_METHOD) as baselines for the full protocol.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,7 +28,7 @@ from typing import Any
 import grpc
 
 from solora_node.net.limits import WireLimits
-from solora_node.net.security import load_tls_dir
+from solora_node.net.security import CA_CERT_FILE, load_tls_dir
 from solora_node.net.server import PeerServer
 from solora_node.testing.memory_store import InMemoryStore
 from solora_node.testing.workload import random_mask, synthetic_delta
@@ -71,11 +73,39 @@ def build_store(spec: Spec) -> InMemoryStore:
     return store
 
 
-def _sink_connection(conn: socket.socket) -> None:
+def _read_exact(conn: socket.socket, count: int) -> bytes:
+    """`count` bytes, or fewer if the peer closed (TLS sockets take no MSG_WAITALL)."""
+    parts, got = [], 0
+    while got < count:
+        part = conn.recv(count - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def raw_tls_context(tls_dir: Path, node_id: str, peer_id: str) -> ssl.SSLContext:
+    """An ssl context for node_id's end of a raw mutual-TLS connection; the dialling end
+    (peer_id given) checks that the server's certificate names peer_id."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT if peer_id else ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_dir / f"{node_id}.pem", tls_dir / f"{node_id}.key")
+    context.load_verify_locations(tls_dir / CA_CERT_FILE)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _sink_connection(conn: socket.socket, context: ssl.SSLContext | None) -> None:
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if context is not None:
+        try:
+            conn = context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            conn.close()
+            return
     with conn:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         while True:
-            head = conn.recv(8, socket.MSG_WAITALL)
+            head = _read_exact(conn, 8)
             if len(head) < 8:
                 return
             remaining = int.from_bytes(head, "little")
@@ -107,8 +137,8 @@ def drain_handler() -> grpc.GenericRpcHandler:
     )
 
 
-def start_raw_sink() -> int:
-    """Accept plain TCP transfers in a daemon thread; returns the port."""
+def start_raw_sink(context: ssl.SSLContext | None = None) -> int:
+    """Accept raw TCP transfers (over TLS with a context) in a daemon thread; returns the port."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
@@ -116,7 +146,7 @@ def start_raw_sink() -> int:
     def accept_forever() -> None:
         while True:
             conn, _ = listener.accept()
-            threading.Thread(target=_sink_connection, args=(conn,), daemon=True).start()
+            threading.Thread(target=_sink_connection, args=(conn, context), daemon=True).start()
 
     threading.Thread(target=accept_forever, daemon=True).start()
     return int(listener.getsockname()[1])
@@ -133,8 +163,16 @@ async def _serve(spec: Spec) -> None:
         extra_handlers=[drain_handler()] if spec.get("raw_sink") else (),
     )
     port = await server.start()
-    raw_port = start_raw_sink() if spec.get("raw_sink") else None
-    print(json.dumps({"port": port, "raw_port": raw_port}), flush=True)
+    raw_port = raw_tls_port = None
+    if spec.get("raw_sink"):
+        raw_port = start_raw_sink()
+        if spec.get("tls_dir"):
+            raw_tls_port = start_raw_sink(
+                raw_tls_context(Path(spec["tls_dir"]), spec["node_id"], peer_id="")
+            )
+    print(
+        json.dumps({"port": port, "raw_port": raw_port, "raw_tls_port": raw_tls_port}), flush=True
+    )
     # Serve until the parent closes our stdin (or dies, which closes it too).
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
     await server.stop(0.5)
@@ -149,6 +187,7 @@ class LoopbackPeer:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.raw_port: int | None = None
+        self.raw_tls_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -178,6 +217,7 @@ class LoopbackPeer:
             line += byte
         ports = json.loads(line)
         self.port, self.raw_port = int(ports["port"]), ports.get("raw_port")
+        self.raw_tls_port = ports.get("raw_tls_port")
         return self
 
     def stop(self) -> None:

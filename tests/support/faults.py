@@ -54,12 +54,12 @@ class FaultySession(ExchangeSession):
                 continue
             if self.fault is Fault.GARBAGE:
                 d = dataclasses.replace(
-                    item.descriptor, nbytes=len(garbage), sha256=checksum(garbage)
+                    item.descriptor, nbytes=len(garbage), checksum=checksum(garbage)
                 )
-                self._outgoing[item_id] = OutgoingItem(d, garbage)
+                self._outgoing[item_id] = OutgoingItem(d, (garbage,))
             else:
                 d = dataclasses.replace(item.descriptor, nbytes=1 << 40)
-                self._outgoing[item_id] = OutgoingItem(d, item.data)
+                self._outgoing[item_id] = OutgoingItem(d, item.parts)
         return [o.descriptor for o in self._outgoing.values()]
 
     def _chunk_frames(self, item: OutgoingItem) -> Iterator[exchange_pb2.Frame]:

@@ -29,10 +29,15 @@ def test_bench_payload_keys_and_ordering(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_bench_train_keys(capsys: pytest.CaptureFixture[str]) -> None:
-    result = _bench(capsys, "train", "--steps", "1", "--warmup", "0", "--threads", "1")
-    seconds = result["step_seconds"]
-    assert set(seconds) == {"peft_lora", "solora"}
-    assert result["ratio"] == pytest.approx(seconds["solora"] / seconds["peft_lora"])
+    result = _bench(capsys, "train", "--steps", "2", "--warmup", "0", "--threads", "1,2")
+    assert set(result["threads"]) == {"1", "2"}
+    for figures in result["threads"].values():
+        seconds = figures["step_seconds"]
+        assert set(seconds) == {"peft_lora", "solora"}
+        assert seconds["solora"]["min"] <= seconds["solora"]["median"]
+        assert figures["ratio_min"] == pytest.approx(
+            seconds["solora"]["min"] / seconds["peft_lora"]["min"]
+        )
 
 
 def test_bench_routing_keys(capsys: pytest.CaptureFixture[str]) -> None:

@@ -246,3 +246,39 @@ def test_property_mutated_encodings_only_raise_wire_error(
     cut = data.draw(st.integers(0, len(encoded)))
     with contextlib.suppress(WireError):  # anything else fails the test
         decode_item(bytes(encoded[:cut]))
+
+
+@pytest.mark.parametrize(
+    ("round_", "item_id", "index", "total", "nbytes"),
+    [(0, 0, 0, 1, 0), (3, 1, 2, 4, 1 << 20), (1 << 40, 300, 127, 128, 127), (5, 0, 0, 1, 200)],
+)
+def test_chunk_frame_size_is_what_protobuf_serialises(
+    round_: int, item_id: int, index: int, total: int, nbytes: int
+) -> None:
+    from solora_node._proto import exchange_pb2
+    from solora_node.net.chunks import chunk_frame_size
+
+    frame = exchange_pb2.Frame(round=round_)
+    frame.chunk.item_id, frame.chunk.index, frame.chunk.total = item_id, index, total
+    frame.chunk.data = bytes(nbytes)
+    assert chunk_frame_size(round_, item_id, index, total, nbytes) == frame.ByteSize()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 10, 64, 1000])
+def test_split_parts_cuts_the_concatenation_like_split(chunk: int) -> None:
+    from solora_node.net.chunks import split_parts
+
+    rng = np.random.default_rng(chunk)
+    parts = [rng.bytes(int(n)) for n in rng.integers(0, 40, size=9)]
+    whole = b"".join(parts)
+    assert list(split_parts(parts, chunk)) == [bytes(c) for c in split(whole, chunk)]
+    assert list(split_parts([b"", b""], chunk)) == [b""]  # an empty item is one empty chunk
+
+
+def test_parts_encode_to_the_same_bytes_and_checksum() -> None:
+    from solora_node.net.codec import checksum_parts, encode_delta_parts, encode_mask_parts
+
+    delta, mask = _delta(), random_mask("topic", default_round_layout(layers=2), 0.1, seed=5)
+    assert b"".join(encode_delta_parts(delta)) == encode_delta(delta)
+    assert checksum_parts(encode_delta_parts(delta)) == checksum(encode_delta(delta))
+    assert b"".join(encode_mask_parts(mask)) == encode_mask(mask)

@@ -8,12 +8,21 @@ import math
 import numpy as np
 import pytest
 
-from solora_node.net.codec import checksum, encode_delta, encode_mask, from_float32
+from solora_node.net.codec import (
+    CHECKSUM_BYTES,
+    checksum,
+    encode_delta,
+    encode_mask,
+    from_float32,
+    to_float32,
+)
 from solora_node.net.validate import (
+    SCAN_VALUES,
     block_norm,
     check_offered,
     expectation_from_mask,
     mask_counts,
+    sum_of_squares,
     validate_delta,
     validate_mask,
 )
@@ -105,6 +114,46 @@ def test_not_finite(bad: float) -> None:
     for encoding in ("float32", "float16", "bfloat16"):
         delta = _with_layer(_good(encoding=encoding), "l0", from_float32(values, encoding))
         assert _reason(_check, delta) is Reason.NOT_FINITE
+
+
+@pytest.mark.parametrize("encoding", ["float32", "float16", "bfloat16", "int8"])
+def test_sum_of_squares_matches_a_float64_reference_across_scan_pieces(encoding: str) -> None:
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal(2 * SCAN_VALUES + 123).astype(np.float32)
+    tensor = from_float32(values, encoding)
+    reference = float(np.sum(to_float32(tensor).astype(np.float64) ** 2))
+    assert sum_of_squares(tensor) == pytest.approx(reference, rel=1e-5)
+
+
+@pytest.mark.parametrize("encoding", ["float16", "bfloat16"])
+def test_not_finite_in_a_later_scan_piece_and_overflow_told_apart(encoding: str) -> None:
+    values = np.zeros(3 * SCAN_VALUES, np.float32)
+    values[2 * SCAN_VALUES + 5] = math.nan
+    assert math.isnan(sum_of_squares(from_float32(values, encoding)))
+    huge = np.full(SCAN_VALUES, 6e4 if encoding == "float16" else 3e38, np.float32)
+    square = sum_of_squares(from_float32(huge, encoding))
+    assert math.isinf(square) or square > 1e14  # finite values: never NaN
+
+
+def test_validation_never_widens_a_whole_fp16_block() -> None:
+    import tracemalloc
+
+    values = np.random.default_rng(1).standard_normal(1 << 20).astype(np.float32)
+    tensor = from_float32(values, "float16")
+    tracemalloc.start()
+    sum_of_squares(tensor)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * SCAN_VALUES + (64 << 10)  # one float32 scratch piece, not 4 MiB
+
+
+def test_checksum_is_the_one_wire_choice_and_offers_must_carry_it() -> None:
+    delta = _good()
+    assert len(checksum(encode_delta(delta))) == CHECKSUM_BYTES
+    offered = dataclasses.replace(_descriptor(delta), checksum=b"\0" * 32)  # an old sha256
+    with pytest.raises(WireError) as err:
+        check_offered(offered, current_round=5, staleness_rounds=2, max_bytes=1 << 20)
+    assert err.value.reason is Reason.MALFORMED
 
 
 def test_int8_scale_must_be_positive_and_finite() -> None:

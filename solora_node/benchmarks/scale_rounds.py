@@ -1,0 +1,116 @@
+"""Per-node costs of a round as functions of N nodes and T tasks, measured by running them.
+
+N ledgers (federation/ledger.py) behind their BlockStore ports (federation/port.py) exchange
+over the simulator's in-memory transport (sim/transport.py) along the planned topology
+(federation/topology.py), round after round, exactly as `sim` drives them: every node
+publishes its block, one exchange runs along every planned link in both directions, and
+the round step's choice of blocks (federation/round.py) is averaged in (marked merged; the
+arithmetic does not change what moves). Blocks are synthetic, of the default model's round
+shape (30 layers x q_proj/v_proj, rank 8, density 0.1, fp16), counted at their codec size.
+Nothing is computed by formula: bytes, items and relayed bytes are what the transport
+moved, foreign-expert memory is what each ledger holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any
+
+from solora_node.config import TopologySection
+from solora_node.federation import round as round_step
+from solora_node.federation.ledger import Ledger
+from solora_node.federation.port import LedgerPort
+from solora_node.federation.topology import Member, plan_topology
+from solora_node.net.codec import encoded_size
+from solora_node.protocol.blocks import BlockVersion
+from solora_node.sim.transport import MemoryTransport, Traffic
+from solora_node.testing.workload import default_round_layout, random_mask, synthetic_delta
+
+
+def _members(nodes: int, tasks: list[str]) -> list[Member]:
+    return [Member(f"n{i:05d}", tasks[i % len(tasks)]) for i in range(nodes)]
+
+
+def measure_rounds(nodes: int, task_count: int, rounds: int, layers: int) -> dict[str, Any]:
+    """Run `rounds` rounds of N nodes over T tasks; figures per node per round (steady state:
+    the second half of the rounds, when every expert has reached every node)."""
+    topology = TopologySection()
+    tasks = [f"task{t:02d}" for t in range(task_count)]
+    members = _members(nodes, tasks)
+    plan = plan_topology(members, tasks, topology.max_degree, topology.bridges_per_cluster)
+    layout = default_round_layout(layers=layers)
+    masks = {task: random_mask(task, layout, 0.1, seed=k) for k, task in enumerate(tasks)}
+    template = {
+        task: synthetic_delta(mask, round_=0, origin="", seed=1) for task, mask in masks.items()
+    }
+    ledgers: dict[str, Ledger] = {}
+    for m in members:
+        ledger = Ledger(m.node_id, m.task, tasks, topology.staleness_rounds, mask_agreement=False)
+        ledger.train_under(masks[m.task])
+        ledgers[m.node_id] = ledger
+    transport = MemoryTransport(
+        {
+            node: LedgerPort(ledger, federation_id="scale", fingerprint="", block_shapes={})
+            for node, ledger in ledgers.items()
+        }
+    )
+    edges = [(a, b) for a, b in plan.edges] + [(b, a) for a, b in plan.edges]
+    weights = {node: plan.mixing_weights(node) for node in ledgers}
+    measured = Traffic()
+    for round_ in range(1, rounds + 1):
+        for node, ledger in ledgers.items():
+            block = template[ledger.task]
+            version = BlockVersion(task=ledger.task, round=round_, origin=node)
+            ledger.publish(dataclasses.replace(block, version=version), masks[ledger.task])
+        traffic = transport.exchange(edges)
+        for node, ledger in ledgers.items():
+            ledger.merged(round_step.choose_blocks(ledger, round_, weights[node]))
+        if round_ > rounds // 2:
+            measured.add(traffic)
+    counted = rounds - rounds // 2
+    per_node: dict[str, list[float]] = {"bytes": [], "items": [], "relayed_bytes": []}
+    sent: dict[str, dict[str, int]] = {
+        n: {"bytes": 0, "items": 0, "relayed_bytes": 0} for n in ledgers
+    }
+    for (sender, _), size in measured.per_edge.items():
+        sent[sender]["bytes"] += size
+    for (sender, _), count in measured.items_per_edge.items():
+        sent[sender]["items"] += count
+    for (sender, _), size in measured.relayed_per_edge.items():
+        sent[sender]["relayed_bytes"] += size
+    for figures in sent.values():
+        for key, value in figures.items():
+            per_node[key].append(value / counted)
+    foreign = [_foreign_bytes(ledger) for ledger in ledgers.values()]
+    degree = [len(plan.neighbours(node)) for node in ledgers]
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {
+            "mean": round(statistics.fmean(values), 1),
+            "max": round(max(values), 1),
+        }
+
+    return {
+        "nodes": nodes,
+        "tasks": task_count,
+        "block_bytes": _block_bytes(ledgers),
+        "links_per_node": spread([float(d) for d in degree]),
+        "bytes_sent": spread(per_node["bytes"]),
+        "items_sent": spread(per_node["items"]),
+        "relayed_bytes": spread(per_node["relayed_bytes"]),
+        "foreign_expert_bytes": spread([float(f) for f in foreign]),
+        "foreign_experts_held": spread(
+            [float(len(led.foreign_blocks())) for led in ledgers.values()]
+        ),
+    }
+
+
+def _foreign_bytes(ledger: Ledger) -> int:
+    return sum(delta.nbytes for delta in ledger.foreign_blocks().values())
+
+
+def _block_bytes(ledgers: dict[str, Ledger]) -> int:
+    """Codec size of one node's last published block (its header names its origin and round)."""
+    own = next(iter(ledgers.values())).own
+    return encoded_size(own) if own is not None else 0
