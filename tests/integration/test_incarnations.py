@@ -78,9 +78,13 @@ def test_wiped_node_recovers_its_expert_from_peers_copies(tmp_path: Path) -> Non
         )
         # It trains on from the copy's round, not from round 0.
         assert metric(fed, "a1", "solora_round{}") >= copy_round
-        wait_until(
-            lambda: latest_checkpoint(tmp_path / "a1")[0] > copy_round, 60, "a1 checkpoints on"
-        )
+        def a1_checkpointed_past_the_copy() -> bool:
+            # The wiped node has no checkpoint until its first round after recovery ends.
+            ckpt = CheckpointStore(tmp_path / "a1" / "checkpoints", keep=2, readonly=True)
+            latest = ckpt.load_latest()
+            return latest is not None and latest.round > copy_round
+
+        wait_until(a1_checkpointed_past_the_copy, 60, "a1 checkpoints on")
         _, resumed, _ = latest_checkpoint(tmp_path / "a1")
         lost_a, held_a, resumed_a = (block(t, "arithmetic") for t in (lost, held, resumed))
         # The recovered expert is the one r1 held (a few local steps later), not a fresh one.
