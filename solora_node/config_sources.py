@@ -55,7 +55,7 @@ def resolve_relative_paths(data: Mapping[str, Any], base_dir: Path) -> dict[str,
             value = section[field]
             if dotted == ("model", "base") and isinstance(value, str) and value in BUILTIN_MODELS:
                 continue
-            section[field] = _resolved(section[field], anchor)
+            section[field] = _resolved(value, anchor)
     return result
 
 
