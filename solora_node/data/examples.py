@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from solora_node.errors import SoloraError
@@ -22,10 +22,15 @@ class Example:
 
 @dataclass(frozen=True)
 class TaskData:
-    """One task's splits. `labels` lists the answer set of a label task (empty for generate)."""
+    """One task's splits. `labels` lists the answer set of a label task (empty for generate).
+
+    `validation` is held out of train for choosing settings (empty unless asked for), so
+    `eval` can be scored once with the settings chosen.
+    """
 
     name: str
     kind: TaskKind
     labels: tuple[str, ...]
     train: list[Example]
     eval: list[Example]
+    validation: list[Example] = field(default_factory=list)

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from solora_node.data.corpus import language_utterances, topic_utterances, unambiguous
+from solora_node.data.encode import answer_ids, prompt_ids
 from solora_node.data.examples import DataError, Example, TaskData, TaskKind
 from solora_node.data.generated import arithmetic_examples, reverse_examples
 from solora_node.data.jsonl import load_jsonl
@@ -85,10 +87,14 @@ _BUILDERS: dict[str, Callable[[int], Splits]] = {
 BUILTIN_TASKS: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def builtin_task(name: str, seed: int, shard_index: int = 0, shard_count: int = 1) -> TaskData:
+def builtin_task(
+    name: str, seed: int, shard_index: int = 0, shard_count: int = 1, validation: int = 0
+) -> TaskData:
     """A built-in task; shards split the train set disjointly, eval is shared by all shards.
 
     Nodes of one task must pass the same seed (the federation's) to get disjoint shards.
+    `validation` examples are taken from the train split before sharding (train keeps the
+    rest), so every shard sees the same validation set and none trains on it.
     """
     builder = _BUILDERS.get(name)
     if builder is None:
@@ -97,28 +103,56 @@ def builtin_task(name: str, seed: int, shard_index: int = 0, shard_count: int = 
         )
     train, evaluation, kind = builder(seed)
     labels = tuple(sorted({ex.output for ex in train + evaluation})) if kind == "label" else ()
+    held, train = hold_out(train, validation, name)
     return TaskData(
         name=name,
         kind=kind,
         labels=labels,
         train=shard(train, shard_index, shard_count),
         eval=evaluation,
+        validation=held,
     )
 
 
+def hold_out(train: list[Example], count: int, name: str) -> tuple[list[Example], list[Example]]:
+    """(validation, rest): the first `count` train examples (train splits are shuffled),
+    leaving at least half of train to train on."""
+    if count < 0 or count > len(train) // 2:
+        raise DataError(
+            f"task {name!r}: cannot hold out {count} validation examples from "
+            f"{len(train)} train examples; expected at most half of them"
+        )
+    return train[:count], train[count:]
+
+
 def jsonl_task(
-    name: str, train_file: Path, eval_file: Path, shard_index: int = 0, shard_count: int = 1
+    name: str,
+    train_file: Path,
+    eval_file: Path,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    validation: int = 0,
+    validation_file: Path | None = None,
 ) -> TaskData:
-    """A user task from two JSONL files; its kind is inferred from the answers."""
+    """A user task from JSONL files; its kind is inferred from the answers.
+
+    Validation comes from `validation_file` when given, else the first `validation`
+    train lines are held out (before sharding).
+    """
     train = load_jsonl(train_file)
     evaluation = load_jsonl(eval_file)
-    kind, labels = infer_kind(train, evaluation)
+    if validation_file is not None:
+        held = load_jsonl(validation_file)[:validation] if validation else []
+    else:
+        held, train = hold_out(train, validation, name)
+    kind, labels = infer_kind(train, evaluation + held)
     return TaskData(
         name=name,
         kind=kind,
         labels=labels,
         train=shard(train, shard_index, shard_count),
         eval=evaluation,
+        validation=held,
     )
 
 
@@ -132,6 +166,30 @@ def infer_kind(train: list[Example], evaluation: list[Example]) -> tuple[TaskKin
     if len(train_answers) <= MAX_JSONL_LABELS and eval_answers <= train_answers:
         return "label", tuple(sorted(train_answers))
     return "generate", ()
+
+
+def kind_reason(task: TaskData, from_files: bool) -> str:
+    """Why a task is scored the way it is, in words for logs and results."""
+    if not from_files:
+        how = "closed answer set" if task.kind == "label" else "open answers"
+        return f"built-in task with {how}"
+    if task.kind == "label":
+        return (
+            f"every eval answer is one of the {len(task.labels)} train answers "
+            f"(at most {MAX_JSONL_LABELS}): scored by choosing among them"
+        )
+    return (
+        f"answers are not a closed set of at most {MAX_JSONL_LABELS} train answers: "
+        "scored by exact match of the generated answer"
+    )
+
+
+def truncated(tokenizer: Any, examples: list[Example], max_len: int) -> int:
+    """How many examples (prompt in the chat format + answer + EOS) exceed max_len tokens."""
+    return sum(
+        len(prompt_ids(tokenizer, ex.input)) + len(answer_ids(tokenizer, ex.output)) > max_len
+        for ex in examples
+    )
 
 
 def load_task(cfg: TaskSettings, seed: int) -> TaskData:

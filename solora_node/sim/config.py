@@ -16,6 +16,8 @@ from solora_node.sim.poison import POISONS
 # Ours first: a run stopped early has measured the most informative comparison first.
 METHODS = ("solora", "lora", "hard_moe", "lori", "local")
 TOPOLOGIES = ("cluster", "random", "ring", "complete")
+SPLITS = ("eval", "validation")
+EVAL_MODES = ("every_device", "shared")
 
 
 class SimConfigError(SoloraError):
@@ -38,6 +40,8 @@ class SimConfig:
     batch_size: int = 4
     max_seq_len: int = 48
     lr: float = 2e-3
+    # Per-method learning rates (method -> lr); a method not listed uses `lr`.
+    lr_by_method: dict[str, float] = field(default_factory=dict)
     rank: int = 4
     alpha: float = 8.0
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
@@ -48,9 +52,21 @@ class SimConfig:
     radius: float = 0.45  # random geometric graph (wireless stand-in)
     methods: tuple[str, ...] = METHODS
     # Extra solora runs on these topologies (the topology ablation); empty = none.
-    ablation_topologies: tuple[str, ...] = ("random",)
+    ablation_topologies: tuple[str, ...] = ()
     eval_limit: int = 8  # eval examples per task (the same for every device and method)
     eval_every: int = 1  # rounds between intermediate evaluations (the last always runs)
+    # Rounds to evaluate at (the last always runs); when set, replaces eval_every.
+    eval_rounds: tuple[int, ...] = ()
+    # every_device: each device scores every example (fleet mean per example);
+    # shared: each task's examples are dealt round-robin over the devices, each scored
+    # once, by one device (a fleet-wide sample at 1/devices of the cost).
+    eval_mode: str = "every_device"
+    # Also score the validation split at the last round (choosing settings on it).
+    validate_at_end: bool = False
+    # Examples per task held out of train for choosing settings (0 = none).
+    validation_examples: int = 0
+    # What is scored: the eval split, or the validation split while choosing settings.
+    score_on: str = "eval"
     code_prompts: int = 16  # prompts per device for its routing code
     max_train_examples: int = 64  # per device after sharding; 0 = all
     seed: int = 0
@@ -68,6 +84,16 @@ class SimConfig:
     def device_count(self) -> int:
         return sum(self.devices_per_task)
 
+    def lr_for(self, method: str) -> float:
+        return float(self.lr_by_method.get(method, self.lr))
+
+    def evaluates_at(self, round_: int) -> bool:
+        if round_ == self.rounds:
+            return True
+        if self.eval_rounds:
+            return round_ in self.eval_rounds
+        return round_ % self.eval_every == 0
+
     def check(self) -> None:
         if len(self.tasks) != len(self.devices_per_task):
             raise SimConfigError("devices_per_task: expected one count per task in tasks")
@@ -84,6 +110,32 @@ class SimConfig:
         for key in ("rounds", "local_steps", "batch_size", "rank", "eval_limit", "eval_every"):
             if getattr(self, key) < 1:
                 raise SimConfigError(f"{key}: expected >= 1")
+        if self.lr <= 0:
+            raise SimConfigError("lr: expected > 0")
+        for method, lr in self.lr_by_method.items():
+            if method not in METHODS:
+                raise SimConfigError(f"lr_by_method: {method!r} not in {list(METHODS)}")
+            if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
+                raise SimConfigError(f"lr_by_method.{method}: expected a number > 0")
+        bad_rounds = [r for r in self.eval_rounds if not 1 <= r <= self.rounds]
+        if bad_rounds:
+            raise SimConfigError(f"eval_rounds: {bad_rounds} not in 1..rounds ({self.rounds})")
+        if self.validation_examples < 0:
+            raise SimConfigError("validation_examples: expected >= 0")
+        if self.eval_mode not in EVAL_MODES:
+            raise SimConfigError(f"eval_mode: {self.eval_mode!r} not in {list(EVAL_MODES)}")
+        if self.validate_at_end and self.validation_examples < 1:
+            raise SimConfigError("validate_at_end: needs validation_examples >= 1")
+        if self.score_on not in SPLITS:
+            raise SimConfigError(f"score_on: {self.score_on!r} not in {list(SPLITS)}")
+        if self.score_on == "validation" and self.validation_examples < 1:
+            raise SimConfigError("score_on: 'validation' needs validation_examples >= 1")
+        unknown_dirs = sorted(set(self.task_dirs) - set(self.tasks))
+        if unknown_dirs:
+            raise SimConfigError(
+                f"task_dirs: {unknown_dirs} are not in tasks {list(self.tasks)}; "
+                "expected a folder per task listed in tasks"
+            )
         if not 0 < self.density <= 1:
             raise SimConfigError("density: expected in (0, 1]")
         if self.aggregation not in RULES:
@@ -101,7 +153,7 @@ class SimConfig:
             )
 
 
-_TINY = SimConfig()
+_TINY = SimConfig(ablation_topologies=("random",))
 
 # SmolLM2-135M, 10 devices over 4 built-in tasks, sized to fit about an hour on one
 # CPU thread (torch with 2 threads on a busy 2-core box is much slower, not faster).
@@ -123,6 +175,7 @@ _PAPER = SimConfig(
     max_degree=3,
     radius=0.4,
     methods=("solora", "lora", "hard_moe", "lori"),
+    ablation_topologies=("random",),
     eval_limit=16,
     eval_every=3,
     code_prompts=32,

@@ -12,12 +12,13 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from solora_node.adapter.baselines import lora_delta
 from solora_node.adapter.tensors import decode_values
+from solora_node.data.examples import TaskData
 from solora_node.federation.aggregate import Block
 from solora_node.protocol.blocks import BlockDelta
 from solora_node.sim.strategy import RunContext, Strategy
 from solora_node.train import LocalTrainer
 from solora_node.train.evaluate import MergedEval as DeviceEval
-from solora_node.train.evaluate import evaluate, evaluate_all
+from solora_node.train.evaluate import hits_all, task_hits
 
 SHARED = "shared"
 
@@ -100,9 +101,11 @@ class DenseLoraStrategy(Strategy):
         shapes = self.initial[delta.task]
         return {k: decode_values(raw).reshape(shapes[k].shape) for k, raw in delta.layers.items()}
 
-    def evaluate_device(self, i: int, foreign: Mapping[str, BlockDelta]) -> DeviceEval:
+    def evaluate_device(
+        self, i: int, foreign: Mapping[str, BlockDelta], evals: Mapping[str, TaskData]
+    ) -> DeviceEval:
         self._load(i)
-        return DeviceEval(accuracy=evaluate_all(self.peft, self.tok, self.ctx.evals))
+        return DeviceEval(hits=hits_all(self.peft, self.tok, evals, self.config.max_seq_len))
 
 
 class LocalStrategy(DenseLoraStrategy):
@@ -114,10 +117,12 @@ class HardMoeStrategy(DenseLoraStrategy):
     name = "hard_moe"
     same_task_gossip = True
 
-    def evaluate_device(self, i: int, foreign: Mapping[str, BlockDelta]) -> DeviceEval:
+    def evaluate_device(
+        self, i: int, foreign: Mapping[str, BlockDelta], evals: Mapping[str, TaskData]
+    ) -> DeviceEval:
         own = self.devices[i].task
-        accuracy: dict[str, float] = {}
-        for task, data in self.ctx.evals.items():
+        hits: dict[str, list[bool]] = {}
+        for task, data in evals.items():
             # The oracle label picks the expert: own trained one or the freshest relayed copy
             # (the untrained initial adapter, B = 0, when none reached this device).
             if task == own:
@@ -127,5 +132,5 @@ class HardMoeStrategy(DenseLoraStrategy):
                 tensors = self.dense(held, i) if held is not None else self.initial[task]
             self.peft.set_adapter(task)
             self._write(task, tensors)
-            accuracy[task] = evaluate(self.peft, self.tok, data)
-        return DeviceEval(accuracy=accuracy)
+            hits[task] = task_hits(self.peft, self.tok, data, max_len=self.config.max_seq_len)
+        return DeviceEval(hits=hits)

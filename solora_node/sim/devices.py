@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from solora_node.data.examples import Example, TaskData
-from solora_node.data.tasks import builtin_task, jsonl_task
-from solora_node.sim.config import SimConfig
+from solora_node.data.tasks import BUILTIN_TASKS, builtin_task, jsonl_task
+from solora_node.sim.config import SimConfig, SimConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,14 +25,34 @@ class Device:
 
 def _task_data(config: SimConfig, task: str, shard: int, count: int) -> TaskData:
     folder = config.task_dirs.get(task)
+    held = config.validation_examples
     if folder is not None:
         root = Path(folder)
-        data = jsonl_task(task, root / "train.jsonl", root / "eval.jsonl", shard, count)
+        validation_file = root / "validation.jsonl"
+        data = jsonl_task(
+            task,
+            root / "train.jsonl",
+            root / "eval.jsonl",
+            shard,
+            count,
+            validation=held,
+            validation_file=validation_file if validation_file.is_file() else None,
+        )
+    elif task in BUILTIN_TASKS:
+        data = builtin_task(task, config.seed, shard, count, validation=held)
     else:
-        data = builtin_task(task, config.seed, shard, count)
+        raise SimConfigError(
+            f"tasks: {task!r} is neither a built-in task {list(BUILTIN_TASKS)} nor in "
+            "task_dirs; expected a folder with train.jsonl and eval.jsonl under task_dirs"
+        )
     if config.max_train_examples:
         data = TaskData(
-            data.name, data.kind, data.labels, data.train[: config.max_train_examples], data.eval
+            data.name,
+            data.kind,
+            data.labels,
+            data.train[: config.max_train_examples],
+            data.eval,
+            data.validation,
         )
     return data
 
@@ -45,13 +68,24 @@ def build_devices(config: SimConfig) -> list[Device]:
     return devices
 
 
-def eval_sets(devices: list[Device], limit: int) -> dict[str, TaskData]:
-    """Each task's first `limit` eval examples: the same for every device and every method."""
+def eval_sets(devices: list[Device], limit: int, split: str = "eval") -> dict[str, TaskData]:
+    """Each task's first `limit` examples of `split` (eval or validation), as the eval
+    list: the same for every device and every method."""
     result: dict[str, TaskData] = {}
     for device in devices:
         if device.task not in result:
             d = device.data
-            result[device.task] = TaskData(d.name, d.kind, d.labels, [], d.eval[:limit])
+            examples = d.validation if split == "validation" else d.eval
+            if len(examples) < limit:
+                log.warning(
+                    "task %s: eval_limit %d but its %s split has %d examples; scoring all %d",
+                    d.name,
+                    limit,
+                    split,
+                    len(examples),
+                    len(examples),
+                )
+            result[device.task] = TaskData(d.name, d.kind, d.labels, [], examples[:limit])
     return result
 
 

@@ -20,6 +20,7 @@ from solora_node.adapter import (
 from solora_node.adapter import masks as mask_ops
 from solora_node.adapter.baselines import LORI_DENSITY, lori_delta
 from solora_node.adapter.delta import dense_block
+from solora_node.data.examples import TaskData
 from solora_node.federation.aggregate import Block
 from solora_node.method_settings import solora_config
 from solora_node.protocol.blocks import BlockDelta, MaskRecord
@@ -27,7 +28,7 @@ from solora_node.sim.solora import edge_collisions, federation
 from solora_node.sim.strategy import RunContext, Strategy
 from solora_node.train import LocalTrainer
 from solora_node.train.evaluate import MergedEval as DeviceEval
-from solora_node.train.evaluate import evaluate_all
+from solora_node.train.evaluate import hits_all
 
 SHARED = "shared"
 
@@ -116,11 +117,13 @@ class LoriStrategy(Strategy):
         assert masks is not None
         return dense_block(delta, masks)
 
-    def evaluate_device(self, i: int, foreign: Mapping[str, BlockDelta]) -> DeviceEval:
+    def evaluate_device(
+        self, i: int, foreign: Mapping[str, BlockDelta], evals: Mapping[str, TaskData]
+    ) -> DeviceEval:
         self._load(i)
         self.so.freeze()
         self.so.use_task(SHARED)
-        return DeviceEval(accuracy=evaluate_all(self.so.model, self.tok, self.ctx.evals))
+        return DeviceEval(hits=hits_all(self.so.model, self.tok, evals, self.config.max_seq_len))
 
     def collision(self) -> dict[str, float]:
         def masks_of(i: int) -> dict[str, torch.Tensor]:

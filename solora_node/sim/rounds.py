@@ -9,9 +9,11 @@ head's block and mask, and the members adopt it (the bytes count toward round 1)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from solora_node.config import TopologySection
+from solora_node.data.examples import TaskData
 from solora_node.federation import round as round_step
 from solora_node.federation.aggregate import AggregationRule, Block
 from solora_node.federation.ledger import Ledger
@@ -171,5 +173,5 @@ class SimFederation:
         self.traffic.add(result.traffic)
         return result
 
-    def evaluate(self, i: int) -> DeviceEval:
-        return self.strategy.evaluate_device(i, self.ledgers[i].foreign_blocks())
+    def evaluate(self, i: int, evals: Mapping[str, TaskData]) -> DeviceEval:
+        return self.strategy.evaluate_device(i, self.ledgers[i].foreign_blocks(), evals)

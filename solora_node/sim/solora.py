@@ -24,6 +24,7 @@ from solora_node.adapter import (
 from solora_node.adapter import masks as mask_ops
 from solora_node.adapter.prompts import prompt_batches
 from solora_node.config import FederationSection
+from solora_node.data.examples import TaskData
 from solora_node.defaults import FEDERATION_SEED
 from solora_node.federation.aggregate import Block
 from solora_node.method_settings import mask_settings, solora_config
@@ -173,9 +174,13 @@ class SoLoraStrategy(Strategy):
             codes[task] = self.codes[origin]
         return codes
 
-    def evaluate_device(self, i: int, foreign: Mapping[str, BlockDelta]) -> DeviceEval:
+    def evaluate_device(
+        self, i: int, foreign: Mapping[str, BlockDelta], evals: Mapping[str, TaskData]
+    ) -> DeviceEval:
         codes = self.load_merged(i, foreign)
-        return evaluate_solora(self.so, self.tok, self.ctx.evals, codes, self.pooled)
+        return evaluate_solora(
+            self.so, self.tok, evals, codes, self.pooled, self.config.max_seq_len
+        )
 
     def full_masks(self, i: int) -> dict[str, torch.Tensor]:
         """Device's mask in the whole B space (d_out x T*r): its task's slot, zeros elsewhere."""

@@ -37,12 +37,12 @@ class RunContext:
     evals: dict[str, TaskData]
 
 
-def _train_section(config: SimConfig, device: Device) -> TrainSection:
+def _train_section(config: SimConfig, device: Device, method: str) -> TrainSection:
     return TrainSection(
         steps_per_round=config.local_steps,
         batch_size=config.batch_size,
         max_seq_len=config.max_seq_len,
-        lr=config.lr,
+        lr=config.lr_for(method),
         seed=config.seed * 1000 + device.index,
         threads=config.threads,
     )
@@ -74,7 +74,7 @@ class Strategy(ABC):
             self.tok,
             device.data.train,
             params,
-            train_settings(_train_section(self.config, device)),
+            train_settings(_train_section(self.config, device, self.name)),
         )
 
     def label(self, device: Device) -> str:
@@ -123,8 +123,10 @@ class Strategy(ABC):
         """A neighbour's block as device i averages it in (own_block's layout)."""
 
     @abstractmethod
-    def evaluate_device(self, i: int, foreign: Mapping[str, BlockDelta]) -> DeviceEval:
-        """Device i's scores, with the foreign experts its ledger holds."""
+    def evaluate_device(
+        self, i: int, foreign: Mapping[str, BlockDelta], evals: Mapping[str, TaskData]
+    ) -> DeviceEval:
+        """Device i's results on `evals`, with the foreign experts its ledger holds."""
 
     def collision(self) -> dict[str, float] | None:
         return None

@@ -157,6 +157,25 @@ def label_logprobs(
     return scores
 
 
+def label_hits(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    labels: Sequence[str],
+    max_len: int = DEFAULT_MAX_LEN,
+    batch_size: int = 16,
+) -> list[bool]:
+    """Per example: is its answer the label with the highest total log-likelihood?"""
+    if not examples:
+        return []
+    scores = label_logprobs(
+        model, tokenizer, [ex.input for ex in examples], labels, max_len, batch_size
+    )
+    # argmax takes the first maximum, so ties resolve to the first (sorted) label.
+    chosen = scores.argmax(dim=1).tolist()
+    return [labels[c] == ex.output for c, ex in zip(chosen, examples, strict=True)]
+
+
 def label_accuracy(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -166,16 +185,11 @@ def label_accuracy(
     batch_size: int = 16,
 ) -> float:
     """Share of examples whose answer is the label with the highest total log-likelihood."""
-    if not examples:
-        return 0.0
-    scores = label_logprobs(
-        model, tokenizer, [ex.input for ex in examples], labels, max_len, batch_size
-    )
-    # argmax takes the first maximum, so ties resolve to the first (sorted) label.
-    chosen = scores.argmax(dim=1).tolist()
-    return sum(labels[c] == ex.output for c, ex in zip(chosen, examples, strict=True)) / len(
-        examples
-    )
+    return _share(label_hits(model, tokenizer, examples, labels, max_len, batch_size))
+
+
+def _share(hits: Sequence[bool]) -> float:
+    return sum(hits) / len(hits) if hits else 0.0
 
 
 def generate_answers(
@@ -207,16 +221,16 @@ def generate_answers(
     return answers
 
 
-def exact_match(
+def exact_hits(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
     max_len: int = DEFAULT_MAX_LEN,
     batch_size: int = 16,
-) -> float:
-    """Share of greedy answers equal to the reference after stripping whitespace."""
+) -> list[bool]:
+    """Per example: is the greedy answer the reference after stripping whitespace?"""
     if not examples:
-        return 0.0
+        return []
     longest = max(len(answer_ids(tokenizer, ex.output)) for ex in examples)
     answers = generate_answers(
         model,
@@ -226,8 +240,31 @@ def exact_match(
         max_len,
         batch_size,
     )
-    hits = sum(got.strip() == ex.output.strip() for got, ex in zip(answers, examples, strict=True))
-    return hits / len(examples)
+    return [got.strip() == ex.output.strip() for got, ex in zip(answers, examples, strict=True)]
+
+
+def exact_match(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    max_len: int = DEFAULT_MAX_LEN,
+    batch_size: int = 16,
+) -> float:
+    """Share of greedy answers equal to the reference after stripping whitespace."""
+    return _share(exact_hits(model, tokenizer, examples, max_len, batch_size))
+
+
+def task_hits(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    task: TaskData,
+    batch_size: int = 16,
+    max_len: int = DEFAULT_MAX_LEN,
+) -> list[bool]:
+    """Per eval example of `task`: answered right? (label choice or exact match)."""
+    if task.kind == "label":
+        return label_hits(model, tokenizer, task.eval, task.labels, max_len, batch_size)
+    return exact_hits(model, tokenizer, task.eval, max_len, batch_size)
 
 
 def evaluate(
@@ -239,38 +276,70 @@ def evaluate(
     max_len: int = DEFAULT_MAX_LEN,
 ) -> float:
     """Accuracy in [0, 1] on the task's eval split (the first `limit` examples)."""
-    examples = task.eval[:limit] if limit is not None else task.eval
-    if task.kind == "label":
-        return label_accuracy(model, tokenizer, examples, task.labels, max_len, batch_size)
-    return exact_match(model, tokenizer, examples, max_len, batch_size)
+    if limit is not None:
+        task = TaskData(task.name, task.kind, task.labels, [], task.eval[:limit])
+    return _share(task_hits(model, tokenizer, task, batch_size, max_len))
 
 
 def evaluate_all(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, evals: Mapping[str, TaskData]
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    evals: Mapping[str, TaskData],
+    max_len: int = DEFAULT_MAX_LEN,
 ) -> dict[str, float]:
     """One adapter (whatever the model's gate/active adapter is) on every task."""
-    return {task: evaluate(model, tokenizer, data) for task, data in evals.items()}
+    hits = hits_all(model, tokenizer, evals, max_len)
+    return {task: _share(h) for task, h in hits.items()}
+
+
+def hits_all(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    evals: Mapping[str, TaskData],
+    max_len: int = DEFAULT_MAX_LEN,
+) -> dict[str, list[bool]]:
+    """Per task, per eval example: answered right by the model as it is now?"""
+    return {
+        task: task_hits(model, tokenizer, data, max_len=max_len) for task, data in evals.items()
+    }
 
 
 @dataclass
 class MergedEval:
-    """Per task accuracy of a merged model: auto gate, oracle gate, and how routing went."""
+    """Per task and per example: right under the auto gate / the oracle gate; routing."""
 
-    accuracy: dict[str, float]
-    oracle: dict[str, float] = field(default_factory=dict)
+    hits: dict[str, list[bool]]
+    oracle_hits: dict[str, list[bool]] = field(default_factory=dict)
     routed_right: dict[str, int] = field(default_factory=dict)
     routed_total: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        return {task: _share(h) for task, h in self.hits.items()}
+
+    @property
+    def oracle(self) -> dict[str, float]:
+        return {task: _share(h) for task, h in self.oracle_hits.items()}
 
 
 def subset(task: TaskData, indices: list[int]) -> TaskData:
     return TaskData(task.name, task.kind, task.labels, [], [task.eval[i] for i in indices])
 
 
-def _correct(model: nn.Module, tokenizer: PreTrainedTokenizerBase, task: TaskData) -> float:
-    """Number of correct answers (accuracy x size), 0 for an empty set."""
-    if not task.eval:
-        return 0.0
-    return evaluate(model, tokenizer, task) * len(task.eval)
+def _hits_at(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    task: TaskData,
+    indices: list[int],
+    into: list[bool],
+    max_len: int,
+) -> None:
+    """Score only the examples at `indices`, writing each result to its place in `into`."""
+    if not indices:
+        return
+    scored = task_hits(model, tokenizer, subset(task, indices), max_len=max_len)
+    for index, hit in zip(indices, scored, strict=True):
+        into[index] = hit
 
 
 def route_top1(
@@ -304,28 +373,31 @@ def evaluate_merged(
     evals: Mapping[str, TaskData],
     codes: Mapping[str, Mapping[str, torch.Tensor]],
     pooled: dict[str, torch.Tensor] | None = None,
+    max_len: int = DEFAULT_MAX_LEN,
 ) -> MergedEval:
-    """Auto (top-1 routing) and oracle (one-hot on the true task) accuracy per task.
+    """Auto (top-1 routing) and oracle (one-hot on the true task) results per example.
 
     Examples routed to their own task get the same answer under both gates, so they are
     scored once; only misrouted examples are scored twice (true expert and routed one).
     """
-    result = MergedEval(accuracy={})
+    result = MergedEval(hits={})
     for task, data in evals.items():
         picks = route_top1(so, tokenizer, [ex.input for ex in data.eval], codes, pooled)
-        right = [i for i, p in enumerate(picks) if p == task]
+        auto = [False] * len(data.eval)
         so.use_task(task)
-        shared = _correct(so.model, tokenizer, subset(data, right))
-        wrong = [i for i, p in enumerate(picks) if p != task]
-        oracle_wrong = _correct(so.model, tokenizer, subset(data, wrong))
-        auto_wrong = 0.0
-        for routed in sorted({picks[i] for i in wrong}):
+        # Under the true expert: the oracle's answer to every example, and auto's where
+        # routing picked the true task.
+        oracle = [False] * len(data.eval)
+        _hits_at(so.model, tokenizer, data, list(range(len(data.eval))), oracle, max_len)
+        right = [i for i, p in enumerate(picks) if p == task]
+        for i in right:
+            auto[i] = oracle[i]
+        for routed in sorted({p for p in picks if p != task}):
             so.use_task(routed)
-            group = [i for i in wrong if picks[i] == routed]
-            auto_wrong += _correct(so.model, tokenizer, subset(data, group))
-        n = max(1, len(data.eval))
-        result.accuracy[task] = (shared + auto_wrong) / n
-        result.oracle[task] = (shared + oracle_wrong) / n
+            group = [i for i, p in enumerate(picks) if p == routed]
+            _hits_at(so.model, tokenizer, data, group, auto, max_len)
+        result.hits[task] = auto
+        result.oracle_hits[task] = oracle
         result.routed_right[task] = len(right)
         result.routed_total[task] = len(data.eval)
     return result
