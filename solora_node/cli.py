@@ -17,6 +17,7 @@ COMMANDS = {
     "run": "run the node daemon (foreground; SIGTERM = graceful stop)",
     "demo": "a local federation on this machine (separate processes on loopback)",
     "sim": "in-process multi-device experiment (the paper's comparison)",
+    "study": "the comparison done in full: lr choice on validation, seeds, intervals",
     "bench": "benchmarks: payload, codec, train, net, routing, soak, poisoning, idle, serve, scale",
     "infer": "generate with a checkpoint's implicit mixture of experts",
     "export": "export experts as stock PEFT LoRA folders (optionally merged models)",

@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep the runs already in --out/results.partial.json (same config) and run the rest",
     )
     parser.add_argument("--cache-dir", type=Path, default=ModelSection().cache_dir)
+    parser.add_argument(
+        "--base-cache",
+        type=Path,
+        help="JSON file keeping the base model's results across runs of one seed",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -81,7 +86,12 @@ def handle(args: argparse.Namespace) -> int:
             (args.out / "results.partial.json").write_text(json.dumps(partial, indent=1) + "\n")
 
     results = run_experiment(
-        config, args.cache_dir, preset=args.preset, on_progress=save_partial, previous=previous
+        config,
+        args.cache_dir,
+        preset=args.preset,
+        on_progress=save_partial,
+        previous=previous,
+        base_cache=args.base_cache,
     )
     if args.out is not None:
         for path in write_outputs(results, args.out):

@@ -183,7 +183,46 @@ _PAPER = SimConfig(
     threads=1,
 )
 
-PRESETS: dict[str, SimConfig] = {"paper-tiny": _TINY, "paper": _PAPER}
+# The comparison in docs/results.md: 8 devices (2 per task), 20 rounds, settings chosen
+# on validation splits, 64 scored examples per task dealt over the devices (each scored
+# once), curves at rounds 5, 10 and 20. One run is ~6 min on one core; `solora-node
+# study` runs the learning-rate choice and the seeds as separate processes.
+_STUDY = replace(
+    _PAPER,
+    devices_per_task=(2, 2, 2, 2),
+    rounds=20,
+    local_steps=1,
+    max_seq_len=128,
+    methods=("solora", "lora", "hard_moe", "lori", "local"),
+    eval_limit=64,
+    eval_rounds=(5, 10),
+    eval_mode="shared",
+    validation_examples=64,
+    validate_at_end=True,
+)
+
+# The study's shape on the tiny random model: for tests of the study machinery only.
+_STUDY_TINY = replace(
+    _STUDY,
+    model="tiny",
+    rounds=3,
+    warmup_steps=1,
+    max_seq_len=96,
+    rank=4,
+    alpha=8.0,
+    eval_limit=8,
+    eval_rounds=(1,),
+    validation_examples=8,
+    code_prompts=8,
+    max_train_examples=32,
+)
+
+PRESETS: dict[str, SimConfig] = {
+    "paper-tiny": _TINY,
+    "paper": _PAPER,
+    "study": _STUDY,
+    "study-tiny": _STUDY_TINY,
+}
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:

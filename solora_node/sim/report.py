@@ -84,6 +84,10 @@ def ablation_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# A target whose baseline was not part of the run (e.g. a SO-LoRA-only config).
+NOT_RUN = "not run"
+
+
 def _first_reaching(run: dict[str, Any], target: float, key: str) -> int | None:
     """Cumulative bytes at the first evaluated round whose `key` accuracy >= target."""
     for entry in run["rounds"]:
@@ -126,10 +130,17 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
             row["bytes_reduction_total"] = (
                 1 - ours["bytes_total"] / lora["bytes_total"] if lora["bytes_total"] else None
             )
+        else:
+            for name in ("gain_over_lora", "bytes_reduction_to_reach", "bytes_reduction_total"):
+                row[name] = NOT_RUN
         if "hard_moe" in methods:
             row["gap_to_hard_moe"] = methods["hard_moe"]["avg_accuracy"] - ours[key]
+        else:
+            row["gap_to_hard_moe"] = NOT_RUN
         if "lori" in methods:
             row["margin_over_lori"] = ours[key] - methods["lori"]["avg_accuracy"]
+        else:
+            row["margin_over_lori"] = NOT_RUN
         out[gate] = row
     return out
 
@@ -147,6 +158,8 @@ def targets_table(found: dict[str, Any]) -> str:
 
     def cell(gate: str, name: str, fmt: str) -> str:
         value = found.get(gate, {}).get(name)
+        if isinstance(value, str):
+            return value
         if value is None:
             return "not reached" if name == "bytes_reduction_to_reach" and gate in found else "-"
         if fmt == "pct":
@@ -156,7 +169,7 @@ def targets_table(found: dict[str, Any]) -> str:
     rows = (
         (
             "fewer bytes to reach LoRA's final accuracy",
-            ">= 73% (goal 90%)",
+            ">= 90%",
             "bytes_reduction_to_reach",
             "pct",
         ),

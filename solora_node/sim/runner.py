@@ -259,12 +259,14 @@ def run_experiment(
     preset: str | None = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     previous: dict[str, Any] | None = None,
+    base_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Run every configured method and the topology ablation; returns results.json's object.
 
     `on_progress` gets the partial results after each method run, so a long run that is
     stopped early still leaves what it measured; `previous` (such partial results of the
-    same config) skips the runs it already holds.
+    same config) skips the runs it already holds. `base_cache` keeps the base model's
+    results (the same for every run of one model, seed and eval set) across processes.
     """
     progress = on_progress or (lambda results: None)
     config.check()
@@ -278,7 +280,7 @@ def run_experiment(
     main_topology = build_topology(config.topology, devices, config)
     base = load_base_model(config.model, cache_dir, seed=config.seed)
     tasks_info = task_report(config, devices, evals, base.tokenizer)
-    base_hits = hits_all(base.model, base.tokenizer, evals, config.max_seq_len)
+    base_hits = _base_hits(config, base, evals, base_cache)
     del base
     base_accuracy = {t: _mean([float(h) for h in hits]) for t, hits in base_hits.items()}
     results: dict[str, Any] = {
@@ -329,6 +331,32 @@ def run_experiment(
         }
     results["wall_seconds"] = time.monotonic() - started
     return results
+
+
+def _base_hits(
+    config: SimConfig, base: Any, evals: dict[str, TaskData], cache: Path | None
+) -> dict[str, list[bool]]:
+    """The base model's per-example results, read from `cache` when it holds this model's
+    results on these very examples (and written there otherwise)."""
+    key = {
+        "model": config.model,
+        "seed": config.seed,
+        "max_seq_len": config.max_seq_len,
+        "sets": {t: eval_fingerprint(d.eval) for t, d in evals.items()},
+    }
+    if cache is not None and cache.is_file():
+        try:
+            stored = json.loads(cache.read_text())
+        except ValueError:
+            stored = {}
+        if stored.get("key") == key:
+            return {t: [bool(h) for h in v] for t, v in stored["hits"].items()}
+    hits = hits_all(base.model, base.tokenizer, evals, config.max_seq_len)
+    if cache is not None:
+        partial = cache.with_suffix(".partial")
+        partial.write_text(json.dumps({"key": key, "hits": hits}))
+        partial.replace(cache)  # atomic: processes side by side never read half a file
+    return hits
 
 
 def _reusable(previous: dict[str, Any] | None, fresh: dict[str, Any]) -> dict[str, Any]:

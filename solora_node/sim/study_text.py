@@ -1,0 +1,72 @@
+"""study.md: the comparison table with intervals, the targets, the interference table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _ci(pair: tuple[float, float] | list[float]) -> str:
+    return f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
+
+
+def _mb(n: float | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    arms = summary["arms"]
+    tasks = sorted(summary["examples_per_task"])
+    seeds = summary["seeds"]
+    lines = [
+        f"Seeds {seeds}; scored examples per task {summary['examples_per_task']}; "
+        "accuracy in % (mean over seeds, 95% bootstrap interval over examples and seeds).",
+        "",
+        "| run | lr | " + " | ".join(tasks) + " | avg | 95% interval | bytes (mean) | "
+        "validation avg |",
+        "|---|---|" + "---|" * (len(tasks) + 4),
+    ]
+    for label, row in arms.items():
+        lines.append(
+            f"| {label} | {row.get('lr', '-')} | "
+            + " | ".join(_pct(row["per_task"][t]) for t in tasks)
+            + f" | {_pct(row['mean'])} | {_ci(row['interval'])} | "
+            + f"{_mb(row.get('bytes_mean'))} | {_pct(row.get('validation_mean'))} |"
+        )
+    lines += ["", "| target | measured | met? |", "|---|---|---|"]
+    for t in summary["targets"]:
+        lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |")
+    if summary.get("interference"):
+        lines += [
+            "",
+            "Interference: accuracy minus the task's own expert (hard MoE's, trained on that "
+            "task's data alone), points, with 95% intervals.",
+            "",
+            "| run | " + " | ".join(tasks) + " |",
+            "|---|" + "---|" * len(tasks),
+        ]
+        for label, per_task in summary["interference"].items():
+            cells = [
+                f"{100 * per_task[t]['mean']:+.1f} {_ci(per_task[t]['interval'])}" for t in tasks
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if summary.get("selection"):
+        lines += [
+            "",
+            "Learning-rate choice (seed 0, final validation accuracy; the best per method "
+            "was kept):",
+            "",
+            "| method | lr | validation avg |",
+            "|---|---|---|",
+        ]
+        for row in summary["selection"]:
+            lines.append(f"| {row['method']} | {row['lr']} | {_pct(row['validation'])} |")
+    lines += ["", "Paired differences (row minus column run, points, 95% interval):", ""]
+    for name, d in summary["differences"].items():
+        if "base model" in name or ("(oracle gate) -" in name and "auto" not in name):
+            continue
+        lines.append(f"- {name}: {100 * d['mean']:+.1f} {_ci(d['interval'])} ({d['verdict']})")
+    return "\n".join(lines) + "\n"
