@@ -133,7 +133,9 @@ class TaskSection(_Section):
 class TrainSection(_Section):
     steps_per_round: int = Field(5, gt=0)
     batch_size: int = Field(8, gt=0)
-    max_seq_len: int = Field(64, ge=8, le=4096)
+    # Fits the built-in tasks' prompts in the chat format (at most ~60 tokens) and typical
+    # user prompts; longer examples lose their oldest prompt tokens, and are counted.
+    max_seq_len: int = Field(256, ge=8, le=4096)
     lr: float = Field(2e-3, gt=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)

@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "seeds: every run at its chosen lr for each seed; report: merge",
     )
     parser.add_argument("--out", type=Path, required=True, help="the study's folder")
-    parser.add_argument("--preset", default="study", help="sim preset (default: study)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", default="study", help="sim preset (default: study)")
+    source.add_argument("--config", type=Path, help="sim config file (your own tasks)")
     parser.add_argument("--jobs", type=int, default=1, help="sim processes side by side")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     parser.add_argument(
@@ -59,7 +61,12 @@ def handle(args: argparse.Namespace) -> int:
         raise SoloraError("--jobs and --seeds: expected >= 1")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    base = {"preset": args.preset}
+    from solora_node.sim.config import from_mapping, read_sim_mapping
+
+    base: dict[str, object] = (
+        read_sim_mapping(args.config) if args.config else {"preset": args.preset}
+    )
+    from_mapping(dict(base)).check()  # a bad config fails here, not in every job
     grid = parse_grid(args.grid) if args.grid else study.GRID
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage == "select":

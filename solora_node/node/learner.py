@@ -29,7 +29,7 @@ from solora_node.adapter import (
 from solora_node.adapter.prompts import prompt_batches
 from solora_node.config import NodeConfig
 from solora_node.data.examples import TaskData
-from solora_node.data.tasks import load_task
+from solora_node.data.tasks import load_task, truncated
 from solora_node.federation.aggregate import Block
 from solora_node.method_settings import mask_settings, solora_config, task_settings, train_settings
 from solora_node.model import LoadedModel, load_base_model
@@ -56,6 +56,16 @@ class LocalLearner:
         # The federation seed, not the node's: all nodes of a task must cut the same
         # train/eval split and disjoint shards of it.
         self.data: TaskData = load_task(task_settings(cfg.task), seed=cfg.federation.seed)
+        cut = truncated(self.tokenizer, self.data.train, cfg.train.max_seq_len)
+        if cut:
+            log.warning(
+                "task %s: %d of %d train examples exceed train.max_seq_len %d tokens; "
+                "their oldest prompt tokens are dropped (raise max_seq_len to keep them)",
+                self.task,
+                cut,
+                len(self.data.train),
+                cfg.train.max_seq_len,
+            )
         params = self.so.train_task(self.task)
         self.trainer = LocalTrainer(
             loaded.model, loaded.tokenizer, self.data.train, params, train_settings(cfg.train)
@@ -119,7 +129,14 @@ class LocalLearner:
         """Accuracy on this node's task with the task-aware (one-hot) gate."""
         self.so.use_task(self.task)
         try:
-            return evaluate(self.so.model, self.tokenizer, self.data, limit=limit)
+            # The training length rule, so a node scores what it trained on alike.
+            return evaluate(
+                self.so.model,
+                self.tokenizer,
+                self.data,
+                limit=limit,
+                max_len=self.cfg.train.max_seq_len,
+            )
         finally:
             self.so.train_task(self.task)
 

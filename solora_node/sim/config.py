@@ -38,7 +38,7 @@ class SimConfig:
     local_steps: int = 1
     warmup_steps: int = 1
     batch_size: int = 4
-    max_seq_len: int = 48
+    max_seq_len: int = 256  # fits typical prompts; longer ones are counted and reported
     lr: float = 2e-3
     # Per-method learning rates (method -> lr); a method not listed uses `lr`.
     lr_by_method: dict[str, float] = field(default_factory=dict)
@@ -153,7 +153,7 @@ class SimConfig:
             )
 
 
-_TINY = SimConfig(ablation_topologies=("random",))
+_TINY = SimConfig(ablation_topologies=("random",), max_seq_len=48)
 
 # SmolLM2-135M, 10 devices over 4 built-in tasks, sized to fit about an hour on one
 # CPU thread (torch with 2 threads on a busy 2-core box is much slower, not faster).
@@ -259,6 +259,12 @@ def from_mapping(data: dict[str, Any], base: SimConfig | None = None) -> SimConf
 
 def load_sim_config(path: Path) -> SimConfig:
     """A sim config file (YAML or JSON object)."""
+    return from_mapping(read_sim_mapping(path))
+
+
+def read_sim_mapping(path: Path) -> dict[str, Any]:
+    """A sim config file's mapping, with task_dirs made absolute (relative folders mean:
+    beside this file, docs/data.md), so it can be written elsewhere and still hold."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # a UTF-8 BOM is fine
     except OSError as err:
@@ -270,9 +276,9 @@ def load_sim_config(path: Path) -> SimConfig:
     if not isinstance(data, dict):
         raise SimConfigError(f"--config {path}: expected a mapping of sim fields")
     task_dirs = data.get("task_dirs")
-    if isinstance(task_dirs, dict):  # relative folders mean: beside this file (docs/data.md)
+    if isinstance(task_dirs, dict):
         data["task_dirs"] = {
-            task: str(path.parent / folder) if isinstance(folder, str) else folder
+            task: str((path.parent / folder).resolve()) if isinstance(folder, str) else folder
             for task, folder in task_dirs.items()
         }
-    return from_mapping(data)
+    return data

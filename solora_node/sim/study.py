@@ -157,12 +157,19 @@ def selection_jobs(grid: dict[str, list[float]], seed: int) -> list[Job]:
 
 
 def seed_jobs(runs: list[str], chosen: dict[str, float], seeds: list[int]) -> list[Job]:
-    """Every run at its method's chosen rate (a run whose rate is unknown is skipped)."""
+    """Every run at its method's chosen rate (a run whose rate is unknown is skipped).
+
+    Runs with a learning rate of their own (the compared methods) come first, seed after
+    seed, then those that borrow one (local, solora@TOPOLOGY): a study stopped early has
+    the main comparison over as many seeds as it could.
+    """
     jobs = []
-    for seed in seeds:
-        for run in runs:
-            method = _method(run)
-            lr = chosen.get(FOLLOWS.get(method, method))
-            if lr is not None:
-                jobs.append(lr_job(run, seed, lr))
+    borrowing = [r for r in runs if "@" in r or _method(r) in FOLLOWS]
+    for group in ([r for r in runs if r not in borrowing], borrowing):
+        for seed in seeds:
+            for run in group:
+                method = _method(run)
+                lr = chosen.get(FOLLOWS.get(method, method))
+                if lr is not None:
+                    jobs.append(lr_job(run, seed, lr))
     return jobs
