@@ -66,7 +66,11 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {row['method']} | {row['lr']} | {_pct(row['validation'])} |")
     lines += ["", "Paired differences (row minus column run, points, 95% interval):", ""]
     for name, d in summary["differences"].items():
-        if "base model" in name or ("(oracle gate) -" in name and "auto" not in name):
+        # SO-LoRA's auto gate against every other run, and the oracle gate against it.
+        if not (
+            name.startswith("solora (auto gate) - ")
+            or name == "solora (oracle gate) - solora (auto gate)"
+        ):
             continue
         lines.append(f"- {name}: {100 * d['mean']:+.1f} {_ci(d['interval'])} ({d['verdict']})")
     return "\n".join(lines) + "\n"
