@@ -76,7 +76,7 @@ class Reassembler:
             raise WireError(Reason.TOO_LARGE, f"declared {nbytes} bytes, limit {max_bytes}")
         self.nbytes = nbytes
         self._max_chunk = max_chunk_bytes
-        self._parts: list[bytes] = []
+        self._parts: list[memoryview] = []
         self._received = 0
         self._total: int | None = None
         self._next = 0
@@ -85,7 +85,7 @@ class Reassembler:
     def received(self) -> int:
         return self._received
 
-    def add(self, index: int, total: int, data: bytes) -> bool:
+    def add(self, index: int, total: int, data: bytes | memoryview) -> bool:
         """Take one chunk; True when the item is complete (all chunks, exactly nbytes)."""
         if self._total is None:
             if total < 1 or total > max(1, self.nbytes):
@@ -108,7 +108,7 @@ class Reassembler:
             raise WireError(Reason.TOO_LARGE, f"more than the declared {self.nbytes} bytes")
         if not data and self.nbytes:
             raise WireError(Reason.BAD_CHUNK, f"empty chunk {index}")
-        self._parts.append(data)
+        self._parts.append(memoryview(data))
         self._received += len(data)
         self._next += 1
         if self._next < total:
@@ -119,7 +119,13 @@ class Reassembler:
             )
         return True
 
-    def result(self) -> bytes:
+    def parts(self) -> list[memoryview]:
+        """The complete item as the chunks it came in: checksum and decoding read them
+        in place (codec.decode_item), joining them would copy every byte once more."""
         if self._total is None or self._next < self._total:
             raise WireError(Reason.TRUNCATED, f"{self._next} of {self._total or '?'} chunks")
-        return self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        return self._parts
+
+    def result(self) -> bytes:
+        """The complete item as one buffer."""
+        return b"".join(self.parts())

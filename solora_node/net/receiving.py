@@ -4,12 +4,13 @@ validate complete items in arrival order off the event loop, ack each one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from solora_node._proto import exchange_pb2
 from solora_node.net.chunks import Reassembler
 from solora_node.net.codec import decode_delta, decode_mask
 from solora_node.net.convert import descriptor_from_proto, offer_from_proto
+from solora_node.net.frames import ChunkFrame
 from solora_node.net.outbox import SessionAborted
 from solora_node.net.session_core import SessionCore
 from solora_node.net.validate import check_checksum, check_offered, validate_delta, validate_mask
@@ -19,7 +20,7 @@ from solora_node.protocol.reasons import Reason, WireError
 
 
 def checked_mask(
-    data: bytes, offered: Descriptor, shapes: Mapping[str, tuple[int, int]]
+    data: Sequence[memoryview], offered: Descriptor, shapes: Mapping[str, tuple[int, int]]
 ) -> MaskRecord:
     """Everything about a received mask that needs no store: checksum, decoding, layout."""
     check_checksum(data, offered.checksum)
@@ -29,7 +30,7 @@ def checked_mask(
 
 
 def checked_delta(
-    data: bytes,
+    data: Sequence[memoryview],
     offered: Descriptor,
     expectation: Expectation,
     *,
@@ -93,8 +94,9 @@ class ReceivingHalf(SessionCore):
             self._incoming.pop(item_id)
             self._refuse(item_id, WireError(Reason.TRUNCATED, "wanted but never sent"))
 
-    async def _on_chunk(self, chunk: exchange_pb2.Chunk, data: bytes) -> None:
-        """`data` is chunk.data, read once: each read of a bytes field copies it."""
+    async def _on_chunk(self, chunk: ChunkFrame) -> None:
+        """`chunk.data` is a view of the received message (net/frames.py): kept, not copied,
+        until the complete item is decoded."""
         if self._current is not None and self._current[0] != chunk.item_id:
             self._abandon_current(
                 Reason.TRUNCATED, "next item started before this one was complete"
@@ -116,7 +118,7 @@ class ReceivingHalf(SessionCore):
             self._current = (chunk.item_id, assembler)
         item_id, assembler = self._current
         try:
-            complete = assembler.add(chunk.index, chunk.total, data)
+            complete = assembler.add(chunk.index, chunk.total, chunk.data)
         except WireError as err:
             self._current = None
             self._incoming.pop(item_id, None)
@@ -127,7 +129,7 @@ class ReceivingHalf(SessionCore):
             descriptor = self._incoming.pop(item_id)
             self._validating[item_id] = descriptor
             # Bounded queue: reading waits when validation falls behind (back-pressure).
-            await self._to_validate.put((descriptor, assembler.result()))
+            await self._to_validate.put((descriptor, assembler.parts()))
 
     async def _validate_in_order(self) -> None:
         """Validate completed items one by one, in arrival order, so a mask is taken
@@ -140,7 +142,7 @@ class ReceivingHalf(SessionCore):
                 self._validating.pop(descriptor.item_id, None)
                 self._to_validate.task_done()
 
-    async def _accept(self, descriptor: Descriptor, data: bytes) -> None:
+    async def _accept(self, descriptor: Descriptor, data: Sequence[memoryview]) -> None:
         """Checksum, decode and validate (in a worker thread: numpy and hashlib release the
         GIL), then hand to the store on the loop; the store sees nothing that failed."""
         try:

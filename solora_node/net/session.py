@@ -18,6 +18,7 @@ from typing import TypeVar
 from solora_node._proto import exchange_pb2
 from solora_node.net.chunks import chunk_frame_size
 from solora_node.net.convert import descriptor_to_proto
+from solora_node.net.frames import ChunkFrame, as_chunk
 from solora_node.net.observe import ByteKind
 from solora_node.net.outbox import Outbox, SessionAborted
 from solora_node.net.receiving import ReceivingHalf, checked_delta, checked_mask
@@ -56,17 +57,18 @@ class ExchangeSession(SendingHalf, ReceivingHalf):
         self._bytes_received += size
         self.observer.bytes_moved(kind, "received", size)
 
-    async def _dispatch(self, frame: exchange_pb2.Frame) -> None:
-        kind = frame.WhichOneof("body")
-        if kind == "chunk":
-            chunk = frame.chunk
-            data = chunk.data
+    async def _dispatch(self, frame: exchange_pb2.Frame | ChunkFrame) -> None:
+        chunk = as_chunk(frame)
+        if chunk is not None:
+            nbytes = len(chunk.data)
             self._count_received(
                 "delta",
-                chunk_frame_size(frame.round, chunk.item_id, chunk.index, chunk.total, len(data)),
+                chunk_frame_size(chunk.round, chunk.item_id, chunk.index, chunk.total, nbytes),
             )
-            await self._on_chunk(chunk, data)
+            await self._on_chunk(chunk)
             return
+        assert isinstance(frame, exchange_pb2.Frame)  # as_chunk took every ChunkFrame
+        kind = frame.WhichOneof("body")
         self._count_received("control", frame.ByteSize())
         if kind == "ack":
             self._on_ack(frame.ack)
@@ -97,7 +99,7 @@ class ExchangeSession(SendingHalf, ReceivingHalf):
             self._abandon_incoming(Reason.TIMEOUT, detail)
             raise SessionAborted(Reason.TIMEOUT, detail) from None
 
-    async def _next_frame(self) -> exchange_pb2.Frame | None:
+    async def _next_frame(self) -> exchange_pb2.Frame | ChunkFrame | None:
         try:
             frame = await self._bounded(self._read(), self.limits.chunk_deadline_s, "reading")
         except SessionAborted as exc:

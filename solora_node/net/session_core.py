@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from solora_node._proto import exchange_pb2
 from solora_node.net.chunks import Reassembler
+from solora_node.net.frames import ChunkFrame
 from solora_node.net.limits import WireLimits
 from solora_node.net.observe import RefusalLog, WireObserver
 from solora_node.net.outbox import Outbox, WriteFrame
@@ -22,7 +23,7 @@ from solora_node.protocol.messages import Descriptor, PeerContext
 from solora_node.protocol.reasons import Reason, WireError
 
 Frame = exchange_pb2.Frame
-ReadFrame = Callable[[], Awaitable["exchange_pb2.Frame | None"]]
+ReadFrame = Callable[[], Awaitable["exchange_pb2.Frame | ChunkFrame | None"]]
 
 # Complete items queued for validation while the next one is being received.
 _VALIDATION_DEPTH = 2
@@ -79,7 +80,7 @@ class SessionCore:
         self._current: tuple[int, Reassembler] | None = None
         self._peer_done = False
         # Complete items waiting for (or in) validation; a small queue bounds the memory.
-        self._to_validate: asyncio.Queue[tuple[Descriptor, bytes]] = asyncio.Queue(
+        self._to_validate: asyncio.Queue[tuple[Descriptor, list[memoryview]]] = asyncio.Queue(
             maxsize=_VALIDATION_DEPTH
         )
         self._validating: dict[int, Descriptor] = {}
