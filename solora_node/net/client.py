@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from solora_node._proto import exchange_pb2, handshake_pb2, service_pb2_grpc, status_pb2
 from solora_node.net.convert import hello_from_proto, hello_to_proto, status_from_proto
-from solora_node.net.frames import ChunkFrame, exchange_call
+from solora_node.net.frames import ChunkFrame, OutFrame, exchange_call
 from solora_node.net.handshake import Verdict, check_hello
 from solora_node.net.limits import WireLimits, channel_options
 from solora_node.net.observe import NullObserver, RefusalLog, WireObserver
@@ -200,7 +200,7 @@ class PeerClient:
                 raise SessionAborted(*_rpc_failure(err)) from None
             return None if frame is grpc.aio.EOF else frame  # type: ignore[return-value]
 
-        async def write(frame: exchange_pb2.Frame) -> None:
+        async def write(frame: OutFrame) -> None:
             try:
                 await call.write(frame)
             except grpc.aio.AioRpcError as err:

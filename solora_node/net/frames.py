@@ -1,4 +1,4 @@
-"""Reading exchange frames: a chunk's data as a view into the received bytes, not a copy.
+"""Exchange frames carrying chunks, written and read without protobuf copies.
 
 Most of an exchange's bytes travel in Frames carrying a Chunk (protos/solora/v1/
 exchange.proto). Parsed by the protobuf runtime, each chunk's data was copied twice on
@@ -6,18 +6,21 @@ arrival (into the parsed message, then out of it on reading the field), on top o
 bytes gRPC hands over. `parse_frame` reads a chunk frame in the layout protobuf writes
 it (fields in number order, each at most once) and returns its data as a read-only view
 of gRPC's bytes; any other frame, or a chunk frame in any other layout, goes to the
-protobuf parser, so what a frame means never depends on which path read it. The wire
-format is unchanged.
+protobuf parser, so what a frame means never depends on which path read it. On the way
+out, a chunk frame was copied three times (joining the chunk, into the message, out by
+serialising it); `EncodedChunk` is the serialised frame, written once from views of the
+item's parts (net/chunks.py `chunk_frame_head`). The wire format is unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 
 from solora_node._proto import exchange_pb2
+from solora_node.net.chunks import chunk_frame_head
 
 # Tags (field number << 3 | wire type) of the fields the fast path reads.
 _ROUND = 1 << 3  # Frame.round, varint
@@ -36,6 +39,33 @@ class ChunkFrame:
     index: int
     total: int
     data: memoryview
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """A chunk Frame already serialised, exactly as protobuf would serialise it."""
+
+    round: int
+    item_id: int
+    index: int
+    total: int
+    wire: bytes
+
+    @classmethod
+    def build(
+        cls, round_: int, item_id: int, index: int, total: int, views: Sequence[memoryview]
+    ) -> EncodedChunk:
+        nbytes = sum(map(len, views))
+        head = chunk_frame_head(round_, item_id, index, total, nbytes)
+        return cls(round_, item_id, index, total, b"".join([head, *views]))
+
+
+OutFrame = exchange_pb2.Frame | EncodedChunk
+
+
+def serialize_frame(frame: OutFrame) -> bytes:
+    """gRPC's serializer of exchange frames: encoded chunks as they are."""
+    return frame.wire if isinstance(frame, EncodedChunk) else frame.SerializeToString()
 
 
 class _Fallback(Exception):
@@ -100,7 +130,7 @@ def exchange_handler(
     return grpc.stream_stream_rpc_method_handler(
         behaviour,
         request_deserializer=parse_frame,
-        response_serializer=exchange_pb2.Frame.SerializeToString,
+        response_serializer=serialize_frame,
     )
 
 
@@ -108,7 +138,7 @@ def exchange_call(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamMultiCallab
     """The client's Exchange method reading frames with `parse_frame`."""
     return channel.stream_stream(
         EXCHANGE_METHOD,
-        request_serializer=exchange_pb2.Frame.SerializeToString,
+        request_serializer=serialize_frame,
         response_deserializer=parse_frame,
     )
 

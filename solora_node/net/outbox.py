@@ -12,9 +12,10 @@ import collections
 from collections.abc import Awaitable, Callable
 
 from solora_node._proto import exchange_pb2
+from solora_node.net.frames import OutFrame
 from solora_node.protocol.reasons import Reason
 
-WriteFrame = Callable[[exchange_pb2.Frame], Awaitable[None]]
+WriteFrame = Callable[[OutFrame], Awaitable[None]]
 
 # Chunks queued ahead of the writer: enough to keep the socket busy, little memory.
 _DATA_DEPTH = 4
@@ -32,13 +33,11 @@ class SessionAborted(Exception):
 class Outbox:
     """The only writer of a stream. Control frames (want, ack) overtake queued chunks."""
 
-    def __init__(
-        self, write: WriteFrame, on_written: Callable[[exchange_pb2.Frame, int], None]
-    ) -> None:
+    def __init__(self, write: WriteFrame, on_written: Callable[[OutFrame, int], None]) -> None:
         self._write = write
         self._on_written = on_written
-        self._control: collections.deque[tuple[exchange_pb2.Frame, int]] = collections.deque()
-        self._data: collections.deque[tuple[exchange_pb2.Frame, int]] = collections.deque()
+        self._control: collections.deque[tuple[OutFrame, int]] = collections.deque()
+        self._data: collections.deque[tuple[OutFrame, int]] = collections.deque()
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._closing = False
@@ -48,7 +47,7 @@ class Outbox:
         self._control.append((frame, frame.ByteSize()))
         self._wake.set()
 
-    async def data(self, frame: exchange_pb2.Frame, size: int) -> None:
+    async def data(self, frame: OutFrame, size: int) -> None:
         while len(self._data) >= _DATA_DEPTH and self.error is None:
             self._space.clear()
             await self._space.wait()

@@ -7,10 +7,11 @@ import asyncio
 from collections.abc import Iterator
 
 from solora_node._proto import exchange_pb2
-from solora_node.net.chunks import chunk_count, chunk_frame_size, split_parts
+from solora_node.net.chunks import chunk_count, chunk_frame_size, split_views
 from solora_node.net.codec import checksum_parts, encode_delta_parts, encode_mask_parts
+from solora_node.net.frames import EncodedChunk, OutFrame
 from solora_node.net.outbox import SessionAborted
-from solora_node.net.session_core import Frame, OutgoingItem, SessionCore
+from solora_node.net.session_core import OutgoingItem, SessionCore
 from solora_node.protocol.blocks import BlockDelta, MaskRecord
 from solora_node.protocol.messages import Descriptor
 from solora_node.protocol.reasons import Reason
@@ -60,23 +61,19 @@ class SendingHalf(SessionCore):
             self._outgoing[outgoing.descriptor.item_id] = outgoing
         return [o.descriptor for o in encoded]
 
-    def _chunk_frames(self, item: OutgoingItem) -> Iterator[exchange_pb2.Frame]:
-        """The frames of one item, built as they are sent (one chunk in memory at a time);
-        a test subclass may corrupt or truncate them."""
+    def _chunk_frames(self, item: OutgoingItem) -> Iterator[OutFrame]:
+        """The frames of one item, serialised as they are sent (one chunk in memory at a
+        time); a test subclass may corrupt or truncate them."""
         total = chunk_count(sum(map(len, item.parts)), self.limits.chunk_bytes)
-        for index, part in enumerate(split_parts(item.parts, self.limits.chunk_bytes)):
-            frame = Frame(round=self._round)
-            # Filling the frame's own sub-message avoids copying a built Chunk into it.
-            chunk = frame.chunk
-            chunk.item_id = item.descriptor.item_id
-            chunk.index = index
-            chunk.total = total
-            chunk.data = part
-            yield frame
+        item_id = item.descriptor.item_id
+        for index, views in enumerate(split_views(item.parts, self.limits.chunk_bytes)):
+            yield EncodedChunk.build(self._round, item_id, index, total, views)
 
     @staticmethod
-    def _chunk_size(frame: exchange_pb2.Frame) -> int:
+    def _chunk_size(frame: OutFrame) -> int:
         """The frame's serialised size without ByteSize(), which serialises it once more."""
+        if isinstance(frame, EncodedChunk):
+            return len(frame.wire)
         chunk = frame.chunk
         nbytes = len(chunk.data)  # a copy too, but a quarter of ByteSize's cost
         return chunk_frame_size(frame.round, chunk.item_id, chunk.index, chunk.total, nbytes)

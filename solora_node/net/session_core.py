@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from solora_node._proto import exchange_pb2
 from solora_node.net.chunks import Reassembler
-from solora_node.net.frames import ChunkFrame
+from solora_node.net.frames import ChunkFrame, EncodedChunk, OutFrame
 from solora_node.net.limits import WireLimits
 from solora_node.net.observe import RefusalLog, WireObserver
 from solora_node.net.outbox import Outbox, WriteFrame
@@ -101,9 +101,10 @@ class SessionCore:
     def _frame(self, **body: object) -> exchange_pb2.Frame:
         return Frame(round=self._round, **body)  # type: ignore[arg-type]
 
-    def _count_written(self, frame: exchange_pb2.Frame, size: int) -> None:
+    def _count_written(self, frame: OutFrame, size: int) -> None:
         self._bytes_sent += size
-        self.observer.bytes_moved("delta" if frame.HasField("chunk") else "control", "sent", size)
+        chunk = isinstance(frame, EncodedChunk) or frame.HasField("chunk")
+        self.observer.bytes_moved("delta" if chunk else "control", "sent", size)
 
     def _ack(self, item_id: int, reason: Reason, message: str = "") -> None:
         self._outbox.control(

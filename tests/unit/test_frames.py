@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from solora_node._proto import exchange_pb2
-from solora_node.net.frames import ChunkFrame, as_chunk, parse_frame
+from solora_node.net.frames import ChunkFrame, EncodedChunk, as_chunk, parse_frame, serialize_frame
 
 
 def _chunk_frame(round_: int, item_id: int, index: int, total: int, data: bytes) -> bytes:
@@ -66,3 +66,12 @@ def test_other_frames_and_garbage_behave_as_before() -> None:
     for garbage in (bytes([0x32, 10, 0x08]), bytes([0x32, 3, 0x22, 9, 1])):
         with pytest.raises(DecodeError):
             parse_frame(garbage)
+
+
+@given(st.integers(0, (1 << 64) - 1), u32, u32, u32, st.binary(max_size=300), st.integers(1, 7))
+def test_encoded_chunks_are_what_protobuf_serialises(
+    round_: int, item_id: int, index: int, total: int, data: bytes, cut: int
+) -> None:
+    views = [memoryview(data)[i : i + cut] for i in range(0, len(data), cut)]
+    encoded = EncodedChunk.build(round_, item_id, index, total, views)
+    assert serialize_frame(encoded) == _chunk_frame(round_, item_id, index, total, data)
