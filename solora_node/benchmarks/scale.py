@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=8, help="rounds run per (N, T)")
     parser.add_argument("--layers", type=int, default=30, help="decoder layers of the block")
     parser.add_argument("--plot", type=Path, help="write a PNG of the figures here")
+    parser.add_argument(
+        "--planning-only", action="store_true", help="only the planning figures (no rounds run)"
+    )
 
 
 def _best_cpu(fn: Callable[[], object], repeats: int) -> tuple[float, Any]:
@@ -129,11 +132,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         plan_figures(n, args.plan_tasks, args.repeats, args.exact_diameter_nodes)
         for n in _sizes(args.members, "members")
     ]
+    if args.planning_only and args.plot is not None:
+        raise SoloraError("--plot needs the round figures: drop --planning-only or --plot")
     rounds = [
         measure_rounds(n, t, args.rounds, args.layers)
         for t in _sizes(args.round_tasks, "round-tasks")
         for n in _sizes(args.round_nodes, "round-nodes")
-        if n >= t
+        if n >= t and not args.planning_only
     ]
     topology = TopologySection()
     result: dict[str, Any] = {

@@ -21,9 +21,9 @@ def split(data: bytes, chunk_bytes: int) -> list[memoryview]:
     return [view[i : i + chunk_bytes] for i in range(0, len(view), chunk_bytes)]
 
 
-def split_parts(parts: Sequence[bytes], chunk_bytes: int) -> Iterator[bytes]:
-    """The chunks of the parts' concatenation (as `split` would cut it), built one at a
-    time: each chunk is the one copy of its bytes, the whole item is never joined."""
+def split_views(parts: Sequence[bytes], chunk_bytes: int) -> Iterator[list[memoryview]]:
+    """The chunks of the parts' concatenation (as `split` would cut it), each as views of
+    the parts: nothing is copied, the whole item is never joined."""
     if chunk_bytes <= 0:
         raise ValueError("chunk_bytes must be positive")
     pending: list[memoryview] = []
@@ -36,10 +36,16 @@ def split_parts(parts: Sequence[bytes], chunk_bytes: int) -> Iterator[bytes]:
             size += len(take)
             view = view[len(take) :]
             if size == chunk_bytes:
-                yield b"".join(pending)
+                yield pending
                 pending, size = [], 0
     if pending or not any(parts):
-        yield b"".join(pending)
+        yield pending
+
+
+def split_parts(parts: Sequence[bytes], chunk_bytes: int) -> Iterator[bytes]:
+    """`split_views`, each chunk joined: the one copy of its bytes."""
+    for views in split_views(parts, chunk_bytes):
+        yield b"".join(views)
 
 
 def chunk_count(nbytes: int, chunk_bytes: int) -> int:
@@ -50,18 +56,35 @@ def _varint_size(value: int) -> int:
     return max(1, -(-value.bit_length() // 7))
 
 
-def _field_size(value: int) -> int:
-    """A proto3 scalar field with a one-byte tag: absent when zero."""
-    return 1 + _varint_size(value) if value else 0
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, value: int) -> bytes:
+    """A proto3 varint field with a one-byte tag: absent when zero."""
+    return bytes([tag]) + _varint(value) if value else b""
+
+
+def chunk_frame_head(round_: int, item_id: int, index: int, total: int, nbytes: int) -> bytes:
+    """Everything of a serialised chunk Frame before its `nbytes` of data, byte for byte as
+    protobuf writes it (fields in number order, zeros left out): the data can follow
+    straight from the item's parts instead of being copied into a message first."""
+    data = bytes([0x22]) + _varint(nbytes) if nbytes else b""  # Chunk.data, field 4
+    chunk = _field(0x08, item_id) + _field(0x10, index) + _field(0x18, total) + data
+    size = len(chunk) + nbytes
+    return _field(0x08, round_) + bytes([0x32]) + _varint(size) + chunk  # Frame.chunk, 6
 
 
 def chunk_frame_size(round_: int, item_id: int, index: int, total: int, nbytes: int) -> int:
     """Serialised size of a Frame carrying a Chunk (protos/solora/v1/exchange.proto), worked
     out from its fields: the protobuf runtime's ByteSize() serialises the whole chunk
     again, one more copy of every byte for a byte count."""
-    data = 1 + _varint_size(nbytes) + nbytes if nbytes else 0
-    chunk = _field_size(item_id) + _field_size(index) + _field_size(total) + data
-    return _field_size(round_) + 1 + _varint_size(chunk) + chunk
+    return len(chunk_frame_head(round_, item_id, index, total, nbytes)) + nbytes
 
 
 class Reassembler:
@@ -76,7 +99,7 @@ class Reassembler:
             raise WireError(Reason.TOO_LARGE, f"declared {nbytes} bytes, limit {max_bytes}")
         self.nbytes = nbytes
         self._max_chunk = max_chunk_bytes
-        self._parts: list[bytes] = []
+        self._parts: list[memoryview] = []
         self._received = 0
         self._total: int | None = None
         self._next = 0
@@ -85,7 +108,7 @@ class Reassembler:
     def received(self) -> int:
         return self._received
 
-    def add(self, index: int, total: int, data: bytes) -> bool:
+    def add(self, index: int, total: int, data: bytes | memoryview) -> bool:
         """Take one chunk; True when the item is complete (all chunks, exactly nbytes)."""
         if self._total is None:
             if total < 1 or total > max(1, self.nbytes):
@@ -108,7 +131,7 @@ class Reassembler:
             raise WireError(Reason.TOO_LARGE, f"more than the declared {self.nbytes} bytes")
         if not data and self.nbytes:
             raise WireError(Reason.BAD_CHUNK, f"empty chunk {index}")
-        self._parts.append(data)
+        self._parts.append(memoryview(data))
         self._received += len(data)
         self._next += 1
         if self._next < total:
@@ -119,7 +142,13 @@ class Reassembler:
             )
         return True
 
-    def result(self) -> bytes:
+    def parts(self) -> list[memoryview]:
+        """The complete item as the chunks it came in: checksum and decoding read them
+        in place (codec.decode_item), joining them would copy every byte once more."""
         if self._total is None or self._next < self._total:
             raise WireError(Reason.TRUNCATED, f"{self._next} of {self._total or '?'} chunks")
-        return self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        return self._parts
+
+    def result(self) -> bytes:
+        """The complete item as one buffer."""
+        return b"".join(self.parts())

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from solora_node._proto import exchange_pb2, handshake_pb2, service_pb2_grpc, status_pb2
 from solora_node.net.convert import hello_from_proto, hello_to_proto, status_from_proto
+from solora_node.net.frames import ChunkFrame, OutFrame, exchange_call
 from solora_node.net.handshake import Verdict, check_hello
 from solora_node.net.limits import WireLimits, channel_options
 from solora_node.net.observe import NullObserver, RefusalLog, WireObserver
@@ -188,18 +189,18 @@ class PeerClient:
         if not self._allowed(expected_node_id):
             return failed(Reason.NOT_AUTHORISED, f"{expected_node_id!r} is not on the allow-list")
         local = self.store.hello()
-        call = self.stub(address, expected_node_id).Exchange(
+        call = exchange_call(self.channel(address, expected_node_id))(
             timeout=self.limits.exchange_deadline_s
         )
 
-        async def read() -> exchange_pb2.Frame | None:
+        async def read() -> exchange_pb2.Frame | ChunkFrame | None:
             try:
                 frame = await call.read()
             except grpc.aio.AioRpcError as err:
                 raise SessionAborted(*_rpc_failure(err)) from None
             return None if frame is grpc.aio.EOF else frame  # type: ignore[return-value]
 
-        async def write(frame: exchange_pb2.Frame) -> None:
+        async def write(frame: OutFrame) -> None:
             try:
                 await call.write(frame)
             except grpc.aio.AioRpcError as err:
@@ -208,7 +209,7 @@ class PeerClient:
         try:
             await write(exchange_pb2.Frame(round=local.round, hello=hello_to_proto(local)))
             first = await read()
-            if first is None or not first.HasField("hello_reply"):
+            if not isinstance(first, exchange_pb2.Frame) or not first.HasField("hello_reply"):
                 call.cancel()
                 return failed(Reason.PROTOCOL_ERROR, "peer did not answer the hello")
             verdict, peer = self._check_reply(first.hello_reply, expected_node_id)

@@ -9,9 +9,11 @@ untrusted bytes into a WireError; nothing received is ever executed.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import xxhash
@@ -203,20 +205,53 @@ def _malformed(detail: str) -> WireError:
     return WireError(Reason.MALFORMED, detail)
 
 
-def _parse_header(data: memoryview) -> tuple[payload_pb2.PayloadHeader, memoryview]:
-    if len(data) < _PREFIX.size:
-        raise _malformed(f"{len(data)} bytes is shorter than the {_PREFIX.size}-byte prefix")
-    magic, head_len = _PREFIX.unpack_from(data)
+Buffer = bytes | bytearray | memoryview
+
+
+class _Item:
+    """An encoded item as one buffer or as the chunks it arrived in (net/chunks.py).
+
+    Decoding copies each tensor's bytes out once, from whichever chunks hold them: the
+    received item is never joined into one buffer first (a copy of every byte).
+    """
+
+    def __init__(self, data: Buffer | Sequence[Buffer]) -> None:
+        parts = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+        self._views = [memoryview(part) for part in parts if len(part)]
+        self._starts = list(itertools.accumulate(map(len, self._views), initial=0))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def take(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the item (within its length): one copy."""
+        if end <= start:
+            return b""
+        index = bisect.bisect_right(self._starts, start) - 1
+        pieces = []
+        while start < end:
+            base = self._starts[index]
+            stop = min(end, base + len(self._views[index]))
+            pieces.append(self._views[index][start - base : stop - base])
+            start, index = stop, index + 1
+        return bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
+
+
+def _parse_header(item: _Item) -> tuple[payload_pb2.PayloadHeader, int]:
+    """The header, and the offset where the tensors' buffers begin."""
+    if len(item) < _PREFIX.size:
+        raise _malformed(f"{len(item)} bytes is shorter than the {_PREFIX.size}-byte prefix")
+    magic, head_len = _PREFIX.unpack(item.take(0, _PREFIX.size))
     if magic != MAGIC:
         raise _malformed(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
-    if head_len > MAX_HEADER_BYTES or _PREFIX.size + head_len > len(data):
-        raise _malformed(f"header length {head_len} exceeds the item ({len(data)} bytes) or limit")
+    if head_len > MAX_HEADER_BYTES or _PREFIX.size + head_len > len(item):
+        raise _malformed(f"header length {head_len} exceeds the item ({len(item)} bytes) or limit")
     header = payload_pb2.PayloadHeader()
     try:
-        header.ParseFromString(data[_PREFIX.size : _PREFIX.size + head_len])  # type: ignore[arg-type]
+        header.ParseFromString(item.take(_PREFIX.size, _PREFIX.size + head_len))
     except Exception as exc:  # untrusted bytes: any parser complaint is "malformed"
         raise _malformed(f"header does not parse: {type(exc).__name__}") from None
-    return header, data[_PREFIX.size + head_len :]
+    return header, _PREFIX.size + head_len
 
 
 def _check_name(name: str, what: str) -> None:
@@ -225,7 +260,7 @@ def _check_name(name: str, what: str) -> None:
 
 
 def _read_table(
-    table: payload_pb2.TensorTable, body: memoryview, offset: int
+    table: payload_pb2.TensorTable, item: _Item, offset: int
 ) -> tuple[dict[str, RawTensor], int]:
     """Tensors of one table, reading buffers from `offset`; returns them and the end offset."""
     names = list(table.name)
@@ -255,21 +290,21 @@ def _read_table(
         if math.prod(shape) * WIRE_DTYPES[dtype] != length:
             raise _malformed(f"tensor {name!r}: {length} bytes do not hold {shape} x {dtype}")
         end = offset + length
-        if end > len(body):
+        if end > len(item):
             raise WireError(Reason.TRUNCATED, f"tensor {name!r} runs past the end of the item")
         tensors[name] = RawTensor(
-            dtype=dtype, shape=shape, data=bytes(body[offset:end]), scale=scale
+            dtype=dtype, shape=shape, data=item.take(offset, end), scale=scale
         )
         offset = end
     return tensors, offset
 
 
-def _finish(body: memoryview, end: int) -> None:
-    if end != len(body):
-        raise _malformed(f"{len(body) - end} bytes after the last tensor")
+def _finish(item: _Item, end: int) -> None:
+    if end != len(item):
+        raise _malformed(f"{len(item) - end} bytes after the last tensor")
 
 
-def _delta_from(header: payload_pb2.PayloadHeader, body: memoryview) -> BlockDelta:
+def _delta_from(header: payload_pb2.PayloadHeader, item: _Item, start: int) -> BlockDelta:
     v = header.version
     _check_name(v.task, "task")
     _check_name(v.origin, "origin")
@@ -279,9 +314,9 @@ def _delta_from(header: payload_pb2.PayloadHeader, body: memoryview) -> BlockDel
         raise WireError(Reason.WRONG_DTYPE, f"encoding {encoding} cannot carry block values")
     if header.layers.dense_dims or header.codes.dense_dims:
         raise _malformed("dense_dims are only valid in a mask")
-    layers, end = _read_table(header.layers, body, 0)
-    codes, end = _read_table(header.codes, body, end)
-    _finish(body, end)
+    layers, end = _read_table(header.layers, item, start)
+    codes, end = _read_table(header.codes, item, end)
+    _finish(item, end)
     return BlockDelta(
         version=BlockVersion(
             task=v.task, round=v.round, origin=v.origin, incarnation=v.incarnation
@@ -293,14 +328,14 @@ def _delta_from(header: payload_pb2.PayloadHeader, body: memoryview) -> BlockDel
     )
 
 
-def _mask_from(header: payload_pb2.PayloadHeader, body: memoryview) -> MaskRecord:
+def _mask_from(header: payload_pb2.PayloadHeader, item: _Item, start: int) -> MaskRecord:
     v = header.version
     _check_name(v.task, "task")
     _check_name(v.mask_id, "mask_id")
     if header.codes.name:
         raise _malformed("a mask carries no codes")
-    layers, end = _read_table(header.layers, body, 0)
-    _finish(body, end)
+    layers, end = _read_table(header.layers, item, start)
+    _finish(item, end)
     dense = list(header.layers.dense_dims)
     if len(dense) != 2 * len(layers):
         raise _malformed("a mask needs a 2-d dense shape per layer")
@@ -308,24 +343,26 @@ def _mask_from(header: payload_pb2.PayloadHeader, body: memoryview) -> MaskRecor
     return MaskRecord(task=v.task, mask_id=v.mask_id, layers=layers, shapes=shapes)
 
 
-def decode_item(data: bytes | bytearray | memoryview) -> BlockDelta | MaskRecord:
-    """Decode an encoded delta or mask; any defect raises WireError, nothing else escapes."""
-    header, body = _parse_header(memoryview(data))
+def decode_item(data: Buffer | Sequence[Buffer]) -> BlockDelta | MaskRecord:
+    """Decode an encoded delta or mask, given whole or as the chunks it arrived in (their
+    concatenation is the item); any defect raises WireError, nothing else escapes."""
+    item = _Item(data)
+    header, start = _parse_header(item)
     if header.kind == payload_pb2.DELTA:
-        return _delta_from(header, body)
+        return _delta_from(header, item, start)
     if header.kind == payload_pb2.MASK:
-        return _mask_from(header, body)
+        return _mask_from(header, item, start)
     raise _malformed(f"unknown payload kind {header.kind}")
 
 
-def decode_delta(data: bytes | bytearray | memoryview) -> BlockDelta:
+def decode_delta(data: Buffer | Sequence[Buffer]) -> BlockDelta:
     item = decode_item(data)
     if not isinstance(item, BlockDelta):
         raise _malformed("expected a delta, got a mask")
     return item
 
 
-def decode_mask(data: bytes | bytearray | memoryview) -> MaskRecord:
+def decode_mask(data: Buffer | Sequence[Buffer]) -> MaskRecord:
     item = decode_item(data)
     if not isinstance(item, MaskRecord):
         raise _malformed("expected a mask, got a delta")

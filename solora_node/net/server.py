@@ -13,6 +13,7 @@ from grpc_health.v1._async import HealthServicer
 
 from solora_node._proto import exchange_pb2, handshake_pb2, service_pb2_grpc, status_pb2
 from solora_node.net.convert import hello_from_proto, hello_to_proto, status_to_proto
+from solora_node.net.frames import ChunkFrame, exchange_handler
 from solora_node.net.handshake import Verdict, check_hello
 from solora_node.net.limits import WireLimits, server_options
 from solora_node.net.observe import NullObserver, RefusalLog, WireObserver
@@ -73,6 +74,26 @@ class _StreamSlots:
 
     def active(self, peer: str) -> int:
         return self._active[peer]
+
+
+def _add_service(servicer: SoloraServicer, server: grpc.aio.Server) -> None:
+    """solora.v1.Solora as the generated add_SoloraServicer_to_server registers it, except
+    that Exchange reads its frames through net/frames.py (chunk data is not copied)."""
+    handlers = {
+        "Handshake": grpc.unary_unary_rpc_method_handler(
+            servicer.Handshake,
+            request_deserializer=handshake_pb2.Hello.FromString,
+            response_serializer=handshake_pb2.HelloReply.SerializeToString,
+        ),
+        "Exchange": exchange_handler(servicer.Exchange),
+        "Status": grpc.unary_unary_rpc_method_handler(
+            servicer.Status,
+            request_deserializer=status_pb2.StatusRequest.FromString,
+            response_serializer=status_pb2.StatusReply.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class SoloraServicer(service_pb2_grpc.SoloraServicer):
@@ -148,7 +169,9 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not on the allow-list")
         return status_to_proto(self.store.status())
 
-    async def _read(self, context: grpc.aio.ServicerContext) -> exchange_pb2.Frame | None:
+    async def _read(
+        self, context: grpc.aio.ServicerContext
+    ) -> exchange_pb2.Frame | ChunkFrame | None:
         try:
             frame = await context.read()
         except (grpc.RpcError, asyncio.InvalidStateError) as err:
@@ -168,7 +191,7 @@ class SoloraServicer(service_pb2_grpc.SoloraServicer):
             return
         except SessionAborted:
             return
-        if first is None or not first.HasField("hello"):
+        if not isinstance(first, exchange_pb2.Frame) or not first.HasField("hello"):
             verdict = Verdict(Reason.PROTOCOL_ERROR, "an exchange starts with a hello")
             self.observer.handshake_refused(who, Reason.PROTOCOL_ERROR, by_me=True)
             self.refusal_log.refused(who, Reason.PROTOCOL_ERROR, verdict.message, what="handshake")
@@ -251,7 +274,7 @@ class PeerServer:
     async def start(self) -> int:
         """Bind and serve; returns the port (the chosen one when port is 0)."""
         server = grpc.aio.server(options=server_options(self.limits))
-        service_pb2_grpc.add_SoloraServicer_to_server(self.servicer, server)
+        _add_service(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.extra_handlers:
             server.add_generic_rpc_handlers(self.extra_handlers)

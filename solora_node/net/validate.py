@@ -8,7 +8,7 @@ first, numeric ones (finite, norm) last.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -16,8 +16,9 @@ from solora_node.net.codec import (
     CHECKSUM_BYTES,
     FLOAT_DTYPES,
     WIRE_CHECKSUM,
+    Buffer,
     as_array,
-    checksum,
+    checksum_parts,
 )
 from solora_node.protocol.blocks import BlockDelta, MaskRecord, RawTensor
 from solora_node.protocol.messages import Descriptor, Expectation
@@ -38,8 +39,10 @@ def check_offered(
         check_round(item.round, current_round=current_round, staleness_rounds=staleness_rounds)
 
 
-def check_checksum(data: bytes, expected: bytes) -> None:
-    if checksum(data) != expected:
+def check_checksum(data: Buffer | Sequence[Buffer], expected: bytes) -> None:
+    """`data`: the item, whole or as the chunks it arrived in (hashed without joining)."""
+    parts = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+    if checksum_parts(parts) != expected:
         raise WireError(
             Reason.CHECKSUM_MISMATCH, f"{WIRE_CHECKSUM} of the reassembled item differs"
         )
@@ -137,6 +140,26 @@ def _widen_into(part: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
     return out
 
 
+# fp16 exponent 31 (Inf, NaN) once its magnitude bits sit in float32's place (<< 13).
+_HALF_NOT_FINITE = 0x1F << 23
+_HALF_MAGNITUDE = 0x7FFF << 13
+_HALF_SCALE = np.float32(2.0**112)  # float32's exponent bias minus fp16's: 127 - 15
+
+
+def _half_magnitudes_into(part: np.ndarray, out: np.ndarray) -> bool:
+    """|values| of fp16 `part` as float32 in `out`, exactly, by bit arithmetic: numpy's
+    fp16 cast ran at a fifth of this. The magnitude bits shifted into float32's place
+    read as the value times 2^-112 (subnormals too), so one multiply rescales them. Inf
+    and NaN would come out finite: False when there is any, and `out` is then garbage."""
+    bits = out.view(np.uint32)
+    np.left_shift(part.view(np.uint16), 13, out=bits, dtype=np.uint32)
+    np.bitwise_and(bits, _HALF_MAGNITUDE, out=bits)
+    if bits.size and int(bits.max()) >= _HALF_NOT_FINITE:
+        return False
+    np.multiply(out, _HALF_SCALE, out=out)
+    return True
+
+
 def _square_of(values: np.ndarray) -> float:
     """One BLAS pass: NaN or Inf anywhere makes the sum non-finite. A finite but huge
     float32 value can overflow the square too; the rare slow path tells them apart."""
@@ -156,7 +179,13 @@ def sum_of_squares(tensor: RawTensor) -> float:
     total = 0.0
     for start in range(0, raw.size, SCAN_VALUES):
         piece = raw[start : start + SCAN_VALUES]
-        square = _square_of(_widen_into(piece, tensor.dtype, scratch[: piece.size]))
+        values = scratch[: piece.size]
+        if tensor.dtype == "float16":
+            if not _half_magnitudes_into(piece, values):
+                return math.nan
+            square = _square_of(values)
+        else:
+            square = _square_of(_widen_into(piece, tensor.dtype, values))
         if not math.isfinite(square):
             return square
         total += square

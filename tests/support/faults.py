@@ -18,6 +18,7 @@ import numpy as np
 
 from solora_node._proto import exchange_pb2
 from solora_node.net.codec import checksum
+from solora_node.net.frames import serialize_frame
 from solora_node.net.session import ExchangeSession, OutgoingItem
 from solora_node.protocol.messages import Descriptor
 
@@ -63,7 +64,10 @@ class FaultySession(ExchangeSession):
         return [o.descriptor for o in self._outgoing.values()]
 
     def _chunk_frames(self, item: OutgoingItem) -> Iterator[exchange_pb2.Frame]:
-        frames = list(super()._chunk_frames(item))
+        # Protobuf messages, so that a fault can edit them (the session sends them encoded).
+        frames = [
+            exchange_pb2.Frame.FromString(serialize_frame(f)) for f in super()._chunk_frames(item)
+        ]
         if item.descriptor.kind != "delta":
             return iter(frames)
         if self.fault is Fault.CORRUPT_CHUNK:

@@ -56,3 +56,10 @@ def test_other_tasks_experts_are_relayed_and_held(result: dict[str, Any]) -> Non
         assert row["foreign_experts_held"]["mean"] == 2  # every other task's expert
         assert row["relayed_bytes"]["max"] > 0
         assert row["bytes_sent"]["max"] > row["bytes_sent"]["mean"]  # bridges carry more
+
+
+def test_planning_only_runs_no_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "scale", "--json", "--members", "10", "--repeats", "1", "--planning-only"]
+    assert cli.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [p["members"] for p in out["planning"]] == [10] and out["rounds"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -49,6 +50,36 @@ def test_mask_round_trip_is_exact() -> None:
     data = encode_mask(mask)
     assert decode_mask(data) == mask
     assert isinstance(decode_item(data), MaskRecord)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 1000, 1 << 20])
+def test_decoding_the_chunks_equals_decoding_the_joined_item(chunk_bytes: int) -> None:
+    # Chunk borders fall in the prefix, the header and across tensors alike.
+    data = encode_delta(_delta())
+    chunks = [bytes(c) for c in split(data, chunk_bytes)]
+    assert decode_delta(chunks) == decode_delta(data)
+    check_checksum(chunks, checksum(data))
+    mask = random_mask("topic", {"l0": (8, 8)}, 0.5, seed=1)
+    assert decode_mask([bytes(c) for c in split(encode_mask(mask), chunk_bytes)]) == mask
+
+
+def test_defects_in_chunks_are_refused_like_defects_in_a_whole_item() -> None:
+    data = encode_delta(_delta())
+    for defective in (data[:-3], data + b"x", b"XXXX" + data[4:]):
+        whole = _reason_of(lambda d=defective: decode_delta(d))
+        chunked = _reason_of(lambda d=defective: decode_delta([d[:50], d[50:51], d[51:]]))
+        assert whole is chunked is not None
+    with pytest.raises(WireError) as err:
+        check_checksum([data[:10], data[10:]], checksum(data[:-1]))
+    assert err.value.reason is Reason.CHECKSUM_MISMATCH
+
+
+def _reason_of(decode: Callable[[], object]) -> Reason | None:
+    try:
+        decode()
+    except WireError as err:
+        return err.reason
+    return None
 
 
 def test_kind_confusion_is_malformed() -> None:

@@ -206,3 +206,16 @@ def test_mask_validation() -> None:
         MASK, layers={**MASK.layers, "l1": RawTensor("int8", (16,), b"\0" * 16)}
     )
     assert _reason(validate_mask, wrong_dtype, offered, LAYOUT) is Reason.WRONG_DTYPE
+
+
+def test_fp16_bit_widening_is_exact_for_every_bit_pattern() -> None:
+    from solora_node.net.validate import _half_magnitudes_into
+
+    every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    finite = every[np.isfinite(every)]  # normal, subnormal, both zeros, both signs
+    out = np.empty(finite.size, np.float32)
+    assert _half_magnitudes_into(finite, out)
+    assert np.array_equal(out, np.abs(finite.astype(np.float32)))
+    for bad in (np.inf, -np.inf, np.nan):
+        piece = np.array([1.0, bad, 2.0], dtype=np.float16)
+        assert not _half_magnitudes_into(piece, np.empty(3, np.float32))
