@@ -164,6 +164,12 @@ class NodeMetrics:
         self.blocks_held = Gauge(
             "solora_blocks_held", "Task blocks held (own + foreign)", registry=r
         )
+        self._expert_misses = Counter(
+            "solora_expert_misses",
+            "Prompts routed to a task whose expert this node does not hold (then wanted)",
+            ["task"],
+            registry=r,
+        )
         self.info = Info("solora_node", "Identity of this node", registry=r)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -189,6 +195,9 @@ class NodeMetrics:
 
     def set_eval_accuracy(self, task: str, value: float) -> None:
         self._eval_accuracy.labels(task=_bounded(task, self.tasks)).set(value)
+
+    def expert_missed(self, task: str) -> None:
+        self._expert_misses.labels(task=_bounded(task, self.tasks)).inc()
 
     def add_bytes_sent(self, kind: object, count: int) -> None:
         self._bytes_sent.labels(kind=_bounded(kind, BYTE_KINDS)).inc(count)

@@ -41,8 +41,8 @@ MAX_MASKS = 64  # masks kept for relaying and checking; bounded against a flood 
 # Puts a foreign expert into the model under its mask record (None if unknown); returns
 # OK or why it could not (the block is then not held).
 Installer = Callable[[BlockDelta, MaskRecord | None], Reason]
-# Puts a task's routing codes (a code card: codes, no values) into the model.
-CodesInstaller = Callable[[BlockDelta], None]
+# Puts a task's routing codes (a code card: codes, no values) into the model; OK or why not.
+CodesInstaller = Callable[[BlockDelta], Reason]
 
 
 def code_card(delta: BlockDelta) -> BlockDelta:
@@ -142,6 +142,12 @@ class Ledger:
     def held_set(self) -> frozenset[str]:
         """The foreign tasks this node holds (or wants) at its current round."""
         return self.holding.held_set(self._round)
+
+    def experts_held(self) -> frozenset[str] | None:
+        """Tasks whose expert this node holds (own included) when capped; None: all of them."""
+        if not self.holding.capped:
+            return None
+        return frozenset([self.task, *self._foreign])
 
     def advertised(self) -> list[HeldBlock]:
         """The Hello's list: held blocks, code cards, and the demand to relay (holding.py)."""
@@ -346,7 +352,9 @@ class Ledger:
         if card.task in self._cards:
             return Reason.OK  # raced in through another neighbour; the first one stays
         if self._codes_installer is not None:
-            self._codes_installer(card)
+            verdict = self._codes_installer(card)
+            if verdict is not Reason.OK:
+                return verdict
         self._cards[card.task] = card
         return Reason.OK
 
