@@ -89,6 +89,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "solora_mask_density",
     "solora_consensus_distance",
     "solora_blocks_held",
+    "solora_expert_misses_total",
     "solora_node_info",
 )
 
@@ -179,6 +180,8 @@ class NodeMetrics:
             self._bytes_received.labels(kind=kind)
         for state in PEER_STATES:
             self._peers.labels(state=state)
+        for task in self.tasks:
+            self._expert_misses.labels(task=task)
         for reason in REASONS:
             self._exchange_failures.labels(reason=reason)
         for reason in REASONS:
