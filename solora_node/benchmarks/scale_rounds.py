@@ -6,9 +6,12 @@ over the simulator's in-memory transport (sim/transport.py) along the planned to
 publishes its block, one exchange runs along every planned link in both directions, and
 the round step's choice of blocks (federation/round.py) is averaged in (marked merged; the
 arithmetic does not change what moves). Blocks are synthetic, of the default model's round
-shape (30 layers x q_proj/v_proj, rank 8, density 0.1, fp16), counted at their codec size.
-Nothing is computed by formula: bytes, items and relayed bytes are what the transport
-moved, foreign-expert memory is what each ledger holds.
+shape (30 layers x q_proj/v_proj, rank 8, density 0.1, fp16), counted at their codec size;
+a node's block carries its routing codes (3 x 576 fp32) when the daemon's schedule says so
+(round_step.CodesSchedule). `cap` is federation.max_foreign_experts (federation/holding.py;
+no prompts are served here, so a capped node holds the default tasks). Nothing is computed
+by formula: bytes, items and relayed bytes are what the transport moved, foreign-expert
+and code-card memory is what each ledger holds.
 """
 
 from __future__ import annotations
@@ -143,6 +146,9 @@ def measure_rounds(
         "foreign_expert_bytes": spread([float(f) for f in foreign]),
         "foreign_experts_held": spread(
             [float(len(led.foreign_blocks())) for led in ledgers.values()]
+        ),
+        "code_card_bytes": spread(
+            [float(sum(c.nbytes for c in led.code_cards().values())) for led in ledgers.values()]
         ),
         # Tasks whose routing codes a node has (its own included): every node should know T.
         "codes_known_min": min(len(led.code_cards()) for led in ledgers.values()),
