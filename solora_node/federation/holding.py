@@ -36,24 +36,16 @@ from solora_node.protocol.messages import HeldBlock
 DEMAND_ROUNDS = 10  # a prompt's wish for an expert lasts this many rounds unless renewed
 
 WANT_ORIGIN = ""  # no node id is empty (config NODE_ID_PATTERN): marks a want, not a block
-# The mask id of a code card (routing codes, no values). Real mask ids are hex digests
-# (adapter/masks.py), so this one can never name a mask; the codec wants a non-empty id.
-CARD_MASK = "~codes"
+# (federation/cards.py relies on it: a code card always names its origin)
 
 
 def want_marker(task: str, round_: int) -> HeldBlock:
     """A want for `task` in a Hello: demand of round `round_` (>= 1)."""
-    return HeldBlock(
-        version=BlockVersion(task=task, round=round_, origin=WANT_ORIGIN), mask_id=CARD_MASK
-    )
+    return HeldBlock(version=BlockVersion(task=task, round=round_, origin=WANT_ORIGIN), mask_id="")
 
 
 def is_want(entry: HeldBlock) -> bool:
     return entry.version.origin == WANT_ORIGIN
-
-
-def is_card(entry: HeldBlock) -> bool:
-    return entry.version.origin != WANT_ORIGIN and entry.mask_id == CARD_MASK
 
 
 def validate_cap(cap: int | None) -> int | None:

@@ -29,7 +29,8 @@ import collections
 import dataclasses
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
-from solora_node.federation.holding import CARD_MASK, Holding, is_card, is_want, want_marker
+from solora_node.federation.cards import CARD_MASK, code_card, is_card, is_code_card
+from solora_node.federation.holding import Holding, is_want, want_marker
 from solora_node.federation.recovery import OwnExpertRecovery
 from solora_node.federation.versions import newer, within_staleness
 from solora_node.protocol.blocks import BlockDelta, BlockVersion, MaskRecord
@@ -43,21 +44,6 @@ MAX_MASKS = 64  # masks kept for relaying and checking; bounded against a flood 
 Installer = Callable[[BlockDelta, MaskRecord | None], Reason]
 # Puts a task's routing codes (a code card: codes, no values) into the model; OK or why not.
 CodesInstaller = Callable[[BlockDelta], Reason]
-
-
-def code_card(delta: BlockDelta) -> BlockDelta:
-    """The routing codes of a block, without its values or mask: what every node gets."""
-    return BlockDelta(
-        version=delta.version,
-        mask_id=CARD_MASK,
-        encoding=delta.encoding,
-        layers={},
-        codes=dict(delta.codes),
-    )
-
-
-def is_code_card(delta: BlockDelta) -> bool:
-    return delta.mask_id == CARD_MASK and not delta.layers and bool(delta.codes)
 
 
 class Ledger:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
-from solora_node.federation.holding import CARD_MASK
+from solora_node.federation.cards import CARD_MASK
 from solora_node.federation.ledger import Ledger
 from solora_node.net.validate import expectation_from_mask
 from solora_node.protocol.blocks import BlockDelta, MaskRecord

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from solora_node.benchmarks.scale_rounds import PlannedRounds
+from solora_node.federation.cards import code_card
 from solora_node.federation.holding import DEMAND_ROUNDS, Holding, validate_cap, want_marker
-from solora_node.federation.ledger import Ledger, code_card
+from solora_node.federation.ledger import Ledger
 from solora_node.federation.port import LedgerPort
 from solora_node.net.codec import from_float32
 from solora_node.net.session import checked_delta, encode_items
