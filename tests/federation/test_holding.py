@@ -16,7 +16,9 @@ from solora_node.federation.holding import DEMAND_ROUNDS, Holding, validate_cap,
 from solora_node.federation.ledger import Ledger
 from solora_node.federation.port import LedgerPort
 from solora_node.net.codec import from_float32
+from solora_node.net.convert import descriptor_from_proto, descriptor_to_proto
 from solora_node.net.session import checked_delta, encode_items
+from solora_node.net.validate import check_offered
 from solora_node.protocol.reasons import Reason
 from tests.federation.blocks import delta, descriptor
 
@@ -130,6 +132,8 @@ def test_code_card_crosses_the_wire_checks() -> None:
         receiver, federation_id="f", fingerprint="", block_shapes={}, code_shapes={"c0": (4,)}
     )
     item = encode_items([card])[0]
+    assert descriptor_from_proto(descriptor_to_proto(item.descriptor)) == item.descriptor
+    check_offered(item.descriptor, current_round=10, staleness_rounds=3, max_bytes=1 << 20)
     expectation = port.expectation("b", item.descriptor.mask_id)
     assert not isinstance(expectation, Reason)
     got = checked_delta(
@@ -227,3 +231,20 @@ def test_wants_and_cards_survive_the_hello_on_the_wire() -> None:
     peer = Holding("c", TASKS, 2)
     peer.note_wants(hello.held)
     assert peer.held_set(10) == {"e", "a"}  # the relayed wish first, then a default
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "with_codes", "reason"),
+    [
+        ("a card of another task is taken", "b", True, Reason.OK),
+        ("a card without codes is refused", "b", False, Reason.REFUSED_BY_STORE),
+        ("a card of the own task is refused", "a", True, Reason.REFUSED_BY_STORE),
+    ],
+)
+def test_code_card_policy(name: str, task: str, with_codes: bool, reason: Reason) -> None:
+    codes = {"c0": from_float32(np.ones(4, dtype=np.float32), "float32")} if with_codes else {}
+    block = delta(task, 10, "n7")
+    card = code_card(type(block)(block.version, "m", "float32", {}, codes))
+    ledger = Ledger("n1", "a", TASKS, 3, holding=Holding("a", TASKS, 1))
+    assert ledger.accept_delta(card) is reason
+    assert (task in ledger.code_cards()) is (reason is Reason.OK)
