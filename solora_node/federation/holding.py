@@ -15,8 +15,9 @@ The held set, at most `cap` tasks other than the node's own, in this order of pr
    node that wants it across nodes that have no use for it themselves: each node on the
    way holds it while the demand lasts;
 3. defaults while there is room: the federation's tasks in their configured order (own
-   task skipped). Every node picks the same ones without coordination, so a default
-   expert spreads through any path without anyone asking for it.
+   task skipped). Every node picks the same ones without coordination (a node of a
+   default task takes the next one instead of its own), so each default expert is held
+   by every other node and spreads through any path without anyone asking for it.
 
 Wants travel in the Hello's list of held blocks as markers with no origin and no mask
 (`want_marker`); their round is the round of the demand, so peers can tell how fresh it
