@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from solora_node.config_sources import resolve_relative_paths, source_of
-from solora_node.defaults import FEDERATION_SEED
+from solora_node.defaults import DEFAULT_MAX_FOREIGN_EXPERTS, FEDERATION_SEED
 from solora_node.errors import SoloraError
 
 ENV_PREFIX = "SOLORA_"
@@ -73,6 +73,11 @@ class FederationSection(_Section):
     reset_after_calibration: bool = Field(True, description="zero B after calibrating the mask")
     wire_dtype: Literal["float32", "bfloat16", "float16", "int8"] = Field(
         "float16", description="dtype of B values on the wire"
+    )
+    max_foreign_experts: int | None = Field(
+        DEFAULT_MAX_FOREIGN_EXPERTS,
+        ge=0,
+        description="other tasks' experts a node holds and relays at most (null: all)",
     )
 
     @field_validator("tasks")

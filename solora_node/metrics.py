@@ -89,6 +89,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "solora_mask_density",
     "solora_consensus_distance",
     "solora_blocks_held",
+    "solora_expert_misses_total",
     "solora_node_info",
 )
 
@@ -164,6 +165,12 @@ class NodeMetrics:
         self.blocks_held = Gauge(
             "solora_blocks_held", "Task blocks held (own + foreign)", registry=r
         )
+        self._expert_misses = Counter(
+            "solora_expert_misses",
+            "Prompts routed to a task whose expert this node does not hold (then wanted)",
+            ["task"],
+            registry=r,
+        )
         self.info = Info("solora_node", "Identity of this node", registry=r)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -173,6 +180,8 @@ class NodeMetrics:
             self._bytes_received.labels(kind=kind)
         for state in PEER_STATES:
             self._peers.labels(state=state)
+        for task in self.tasks:
+            self._expert_misses.labels(task=task)
         for reason in REASONS:
             self._exchange_failures.labels(reason=reason)
         for reason in REASONS:
@@ -189,6 +198,9 @@ class NodeMetrics:
 
     def set_eval_accuracy(self, task: str, value: float) -> None:
         self._eval_accuracy.labels(task=_bounded(task, self.tasks)).set(value)
+
+    def expert_missed(self, task: str) -> None:
+        self._expert_misses.labels(task=_bounded(task, self.tasks)).inc()
 
     def add_bytes_sent(self, kind: object, count: int) -> None:
         self._bytes_sent.labels(kind=_bounded(kind, BYTE_KINDS)).inc(count)

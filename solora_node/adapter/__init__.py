@@ -16,6 +16,7 @@ from solora_node.adapter.calibration import (
 )
 from solora_node.adapter.delta import (
     apply_block,
+    apply_codes,
     block_tensors,
     block_values,
     check_block,
@@ -68,6 +69,7 @@ __all__ = [
     "SoLoraModel",
     "UnknownTaskError",
     "apply_block",
+    "apply_codes",
     "block_tensors",
     "block_values",
     "calibrate",

@@ -113,6 +113,11 @@ def check_block(
             f"delta for task {task!r} has L2 norm {math.sqrt(square_sum):.4g} "
             f"above the bound {max_norm:.4g}"
         )
+    return values, check_codes(so, delta)
+
+
+def check_codes(so: SoLoraModel, delta: BlockDelta) -> dict[str, torch.Tensor]:
+    """The routing codes a block (or a code card) carries, checked against the model."""
     codes: dict[str, torch.Tensor] = {}
     for name, raw in delta.codes.items():
         if name not in so.layers:
@@ -127,7 +132,7 @@ def check_block(
         if not bool(torch.isfinite(code).all()) or float(code.norm()) == 0.0:
             raise DeltaError(f"routing code of layer {name} must be finite and non-zero")
         codes[name] = code
-    return values, codes
+    return codes
 
 
 def _decode(name: str, raw: RawTensor) -> torch.Tensor:
@@ -149,6 +154,12 @@ def apply_block(
     set_block_values(so, task, values)
     if codes:
         so.codes[task] = {**so.codes.get(task, {}), **codes}
+
+
+def apply_codes(so: SoLoraModel, card: BlockDelta) -> None:
+    """A task's routing codes without its values (a code card): the gate sees the task."""
+    codes = check_codes(so, card)
+    so.codes[card.version.task] = {**so.codes.get(card.version.task, {}), **codes}
 
 
 # -- masks -------------------------------------------------------------------------------

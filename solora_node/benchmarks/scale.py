@@ -8,7 +8,9 @@ median), and the diameter of the largest cluster and of the whole federation (cl
 links and bridges). A diameter is exact (BFS from every node) up to
 --exact-diameter-nodes and a lower bound (BFS from 32 evenly spread nodes) above it.
 Per-node round costs: benchmarks/scale_rounds.py (bytes, items, relays, foreign-expert
-memory, measured by running ledgers over the in-memory transport).
+memory, measured by running ledgers over the in-memory transport), uncapped for every
+(--round-nodes, --round-tasks), and with federation.max_foreign_experts = --cap for every
+(--cap-nodes, --round-tasks). --rounds-only skips planning (the round-cost tables alone).
 With --plot FILE, a PNG of both.
 """
 
@@ -47,13 +49,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="plans per size; best counts")
     parser.add_argument("--exact-diameter-nodes", type=int, default=1000)
     parser.add_argument("--round-nodes", default="10,20,50,100", help="N for round costs")
-    parser.add_argument("--round-tasks", default="1,2,5,10", help="T for round costs")
+    parser.add_argument("--round-tasks", default="1,2,5,10,20", help="T for round costs")
+    parser.add_argument(
+        "--cap", default="4", help="max_foreign_experts of the capped sweep ('none': no sweep)"
+    )
+    parser.add_argument("--cap-nodes", default="50,100", help="N for the capped sweep")
+    parser.add_argument(
+        "--rounds-only", action="store_true", help="skip topology planning (round costs only)"
+    )
     parser.add_argument("--rounds", type=int, default=8, help="rounds run per (N, T)")
     parser.add_argument("--layers", type=int, default=30, help="decoder layers of the block")
     parser.add_argument("--plot", type=Path, help="write a PNG of the figures here")
     parser.add_argument(
         "--planning-only", action="store_true", help="only the planning figures (no rounds run)"
     )
+
+
+def _cap(text: str) -> int | None:
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise SoloraError(f"--cap {text!r}: expected an integer >= 0 or 'none'")
+    return value
 
 
 def _best_cpu(fn: Callable[[], object], repeats: int) -> tuple[float, Any]:
@@ -128,18 +149,36 @@ def plan_figures(members: int, tasks: int, repeats: int, exact_limit: int) -> di
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    planning = [
-        plan_figures(n, args.plan_tasks, args.repeats, args.exact_diameter_nodes)
-        for n in _sizes(args.members, "members")
-    ]
+    if args.planning_only and args.rounds_only:
+        raise SoloraError("--planning-only and --rounds-only: choose one")
     if args.planning_only and args.plot is not None:
         raise SoloraError("--plot needs the round figures: drop --planning-only or --plot")
+    cap = _cap(args.cap)
+    tasks = _sizes(args.round_tasks, "round-tasks")
+    planning = (
+        []
+        if args.rounds_only
+        else [
+            plan_figures(n, args.plan_tasks, args.repeats, args.exact_diameter_nodes)
+            for n in _sizes(args.members, "members")
+        ]
+    )
     rounds = [
         measure_rounds(n, t, args.rounds, args.layers)
-        for t in _sizes(args.round_tasks, "round-tasks")
+        for t in tasks
         for n in _sizes(args.round_nodes, "round-nodes")
         if n >= t and not args.planning_only
     ]
+    capped = (
+        []
+        if cap is None or args.planning_only
+        else [
+            measure_rounds(n, t, args.rounds, args.layers, cap)
+            for t in tasks
+            for n in _sizes(args.cap_nodes, "cap-nodes")
+            if n >= t
+        ]
+    )
     topology = TopologySection()
     result: dict[str, Any] = {
         "benchmark": "scale",
@@ -147,6 +186,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bridges_per_cluster": topology.bridges_per_cluster,
         "planning": planning,
         "rounds": rounds,
+        "capped_rounds": capped,
+        "max_foreign_experts": cap,
         "rounds_run": args.rounds,
         "cpu": "seconds of process time, best of --repeats",
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
+from solora_node.federation.cards import CARD_MASK
 from solora_node.federation.ledger import Ledger
 from solora_node.net.validate import expectation_from_mask
 from solora_node.protocol.blocks import BlockDelta, MaskRecord
@@ -62,7 +63,7 @@ class LedgerPort:
         self.topology: TopologyView | None = None  # the plan in use, set by the daemon
 
     def held_blocks(self) -> tuple[HeldBlock, ...]:
-        return tuple(HeldBlock(version=v, mask_id=m) for v, m in self.ledger.held_versions())
+        return tuple(self.ledger.advertised())
 
     # ------------------------------------------------------------------ BlockStore
 
@@ -85,7 +86,7 @@ class LedgerPort:
             self._on_peer(peer)
 
     def offer(self, peer: PeerContext) -> Sequence[BlockDelta]:
-        return self.ledger.offer(peer.hello.task, (h.version for h in peer.hello.held))
+        return self.ledger.offer_to(peer.hello.task, peer.hello.held)
 
     def mask(self, mask_id: str) -> MaskRecord | None:
         return self.ledger.mask(mask_id)
@@ -96,6 +97,8 @@ class LedgerPort:
     def expectation(self, task: str, mask_id: str) -> Expectation | Reason:
         if task not in self.ledger.tasks:
             return Reason.UNKNOWN_TASK
+        if mask_id == CARD_MASK:  # a code card: routing codes, no values
+            return Expectation(layers={}, codes=dict(self._code_shapes))
         record = self.ledger.mask(mask_id)
         if record is None or record.task != task:
             return Reason.MASK_UNKNOWN

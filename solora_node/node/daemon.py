@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from solora_node import __version__
@@ -23,6 +24,7 @@ from solora_node.config import NodeConfig
 from solora_node.data_dir import CHECKPOINT_DIR, RUNTIME_INFO, SUMMARY
 from solora_node.federation import round as round_step
 from solora_node.federation.aggregate import AggregationRule
+from solora_node.federation.holding import Holding
 from solora_node.federation.ledger import Ledger
 from solora_node.federation.port import LedgerPort
 from solora_node.federation.topology import TopologyPlan
@@ -159,6 +161,8 @@ class Node(RoundLoop):
             so.tasks,
             cfg.topology.staleness_rounds,
             installer=learner.install_foreign,
+            codes_installer=learner.install_codes,
+            holding=Holding(cfg.task.name, so.tasks, cfg.federation.max_foreign_experts),
             incarnation=self.incarnation,
         )
         self.port = LedgerPort(
@@ -207,7 +211,7 @@ class Node(RoundLoop):
             if cfg.serving.enabled:
                 with os_failure("serving.port", f"serve the HTTP API on port {cfg.serving.port}"):
                     self.serving = await LiveServing.start(
-                        cfg.serving, self.learner, self.ledger.round
+                        cfg.serving, self.learner, self.ledger.round, self._route_hook()
                     )
         advert = Advertisement.from_config(
             cfg,
@@ -279,6 +283,19 @@ class Node(RoundLoop):
             self.metrics.stop()
         if getattr(self, "store", None) is not None:
             self.store.close()
+
+    def _route_hook(self) -> Callable[[str, bool], None]:
+        """Serving's routing, told to the ledger on the event loop (requests route in a worker
+        thread): a prompt routed to an expert not held is a miss, wanted from the next
+        exchange (federation/holding.py)."""
+        loop = asyncio.get_running_loop()
+
+        def on_route(task: str, held: bool) -> None:
+            if not held:
+                self.metrics.expert_missed(task)
+            loop.call_soon_threadsafe(functools.partial(self.ledger.record_route, task, held=held))
+
+        return on_route
 
     def _tls_failed(self, reason: str) -> None:
         """A TLS handshake failed (gRPC core's log line): count it, show it in `status`."""

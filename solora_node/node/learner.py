@@ -16,6 +16,7 @@ from solora_node.adapter import (
     AdapterError,
     SoLoraModel,
     apply_block,
+    apply_codes,
     block_tensors,
     calibrate,
     compute_codes,
@@ -157,6 +158,17 @@ class LocalLearner:
             apply_block(so, delta, expected_mask_id=delta.mask_id)
         except AdapterError as err:
             log.warning("refused block of %s from %s: %s", delta.task, delta.version.origin, err)
+            return Reason.REFUSED_BY_STORE
+        return Reason.OK
+
+    def install_codes(self, card: BlockDelta) -> Reason:
+        """federation.ledger.CodesInstaller: another task's routing codes, for the gate."""
+        try:
+            apply_codes(self.so, card)
+        except AdapterError as err:
+            log.warning(
+                "refused routing codes of %s from %s: %s", card.task, card.version.origin, err
+            )
             return Reason.REFUSED_BY_STORE
         return Reason.OK
 

@@ -89,7 +89,7 @@ class RoundLoop:
             if self.pacer.checkpoint_due(round_):
                 await asyncio.to_thread(self.checkpoints.save, self._checkpoint, round_)
             if self.serving is not None:  # the API answers with this round's experts
-                self.serving.refresh(self.learner, round_)
+                self.serving.refresh(self.learner, round_, self.ledger.experts_held())
             await self._report(round_, losses, outcome.distance, time.monotonic() - started)
             self.rounds_done += 1
             await wait_or_stop(self._stop, self.pacer.rest_after(started))  # pacing

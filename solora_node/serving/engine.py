@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,13 +47,22 @@ class Outcome:
     expert: str = ""
     weights: dict[str, float] = field(default_factory=dict)
     router: str = ""
+    wanted: str = ""  # the task `auto` chose when the node does not hold its expert yet
     finish_reason: str = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
     def solora(self, round_: int | None) -> dict[str, Any]:
         """The response's extra field: which expert answered, and the gate's weights."""
-        return {"expert": self.expert, "gate": self.weights, "router": self.router, "round": round_}
+        extra: dict[str, Any] = {
+            "expert": self.expert,
+            "gate": self.weights,
+            "router": self.router,
+            "round": round_,
+        }
+        if self.wanted:
+            extra["wanted"] = self.wanted
+        return extra
 
     def usage(self) -> dict[str, int]:
         return {
@@ -70,6 +79,12 @@ class ExpertSnapshot:
     blocks: Mapping[str, Mapping[str, torch.Tensor]]
     codes: Mapping[str, Mapping[str, torch.Tensor]]
     round: int | None
+    # Tasks whose expert the node holds when it holds only some (a capped daemon); None: all.
+    held: frozenset[str] | None = None
+
+
+# Told of every prompt `auto` routes: the task chosen and whether its expert is held.
+RouteHook = Callable[[str, bool], None]
 
 
 def _no_routing(reason: str) -> ApiError:
@@ -102,8 +117,11 @@ class ExpertEngine:
         max_tokens: int = 256,
         default_max_tokens: int = 64,
         round_: int | None = None,
+        on_route: RouteHook | None = None,
     ) -> None:
         self.so = so
+        self.on_route = on_route
+        self.held: frozenset[str] | None = None  # experts held, when a daemon holds only some
         self.tokenizer = tokenizer
         self.router = router
         self.max_tokens = max_tokens
@@ -137,6 +155,7 @@ class ExpertEngine:
             set_block_tensors(self.so, task, tensors)
         self.so.codes = {t: dict(per_layer) for t, per_layer in snapshot.codes.items()}
         self.round = snapshot.round
+        self.held = snapshot.held
 
     # ------------------------------------------------------------------ prompts
     def completion_prompt(self, text: str) -> Prompt:
@@ -204,6 +223,15 @@ class ExpertEngine:
         except AdapterError as err:
             raise _no_routing(str(err)) from None
         best = self.so.tasks[int(weights.argmax())]
+        held = self.held
+        if self.on_route is not None:
+            self.on_route(best, held is None or best in held)
+        if held is not None and best not in held and any(t in held for t in self.so.tasks):
+            # Not held yet (it is wanted from the next exchange): the best held one answers.
+            keep = torch.tensor([t in held for t in self.so.tasks], dtype=weights.dtype)
+            weights = weights * keep
+            weights = weights / weights.sum() if float(weights.sum()) > 0 else keep / keep.sum()
+            outcome.wanted, best = best, self.so.tasks[int(weights.argmax())]
         if self.router == "top1":
             self.so.use_task(best)
         else:

@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from solora_node.adapter.delta import block_tensors
 from solora_node.adapter.model import SoLoraModel
 from solora_node.config import ServingSection
-from solora_node.serving.engine import ExpertEngine, ExpertSnapshot
+from solora_node.serving.engine import ExpertEngine, ExpertSnapshot, RouteHook
 from solora_node.serving.http import HttpServer
 from solora_node.serving.service import make_engine, start_api
 
@@ -46,11 +46,14 @@ def serving_copy(so: SoLoraModel) -> SoLoraModel:
     return twin
 
 
-def snapshot(so: SoLoraModel, round_: int | None) -> ExpertSnapshot:
+def snapshot(
+    so: SoLoraModel, round_: int | None, held: frozenset[str] | None = None
+) -> ExpertSnapshot:
     return ExpertSnapshot(
         blocks={t: block_tensors(so, t) for t in so.tasks},
         codes={t: {n: c.detach().clone() for n, c in per.items()} for t, per in so.codes.items()},
         round=round_,
+        held=held,
     )
 
 
@@ -69,7 +72,13 @@ class LiveServing:
         return self.server.port
 
     @classmethod
-    async def start(cls, settings: ServingSection, learner: Learner, round_: int) -> LiveServing:
+    async def start(
+        cls,
+        settings: ServingSection,
+        learner: Learner,
+        round_: int,
+        on_route: RouteHook | None = None,
+    ) -> LiveServing:
         def make() -> tuple[SoLoraModel, PreTrainedTokenizerBase]:
             with learner.lock:
                 # Its own tokenizer too: a fast tokenizer whose truncation settings the
@@ -77,16 +86,17 @@ class LiveServing:
                 return serving_copy(learner.so), copy.deepcopy(learner.tokenizer)
 
         twin, tokenizer = await asyncio.to_thread(make)
-        engine = make_engine(twin, tokenizer, settings, round_)
+        engine = make_engine(twin, tokenizer, settings, round_, on_route)
         server = await start_api(engine, settings)
         log.info("serving the OpenAI-compatible API on http://%s:%d/v1", settings.host, server.port)
         return cls(engine, server)
 
-    def refresh(self, learner: Learner, round_: int) -> None:
-        """Take the round's experts now; install them once no request is generating."""
+    def refresh(self, learner: Learner, round_: int, held: frozenset[str] | None = None) -> None:
+        """Take the round's experts now (`held`: the tasks whose expert the node holds, when
+        capped); install them once no request is generating."""
         started = time.perf_counter()
         with learner.lock:
-            self._latest = snapshot(learner.so, round_)
+            self._latest = snapshot(learner.so, round_, held)
         self.last_snapshot_s = time.perf_counter() - started
         if self._installer is None or self._installer.done():
             self._installer = asyncio.create_task(self._install(), name="serving-swap")

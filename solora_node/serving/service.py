@@ -7,7 +7,7 @@ from transformers import PreTrainedTokenizerBase
 from solora_node.adapter.model import SoLoraModel
 from solora_node.config import ServingSection
 from solora_node.serving.app import create_app
-from solora_node.serving.engine import ExpertEngine
+from solora_node.serving.engine import ExpertEngine, RouteHook
 from solora_node.serving.http import HttpServer
 
 
@@ -16,6 +16,7 @@ def make_engine(
     tokenizer: PreTrainedTokenizerBase,
     settings: ServingSection,
     round_: int | None = None,
+    on_route: RouteHook | None = None,
 ) -> ExpertEngine:
     return ExpertEngine(
         so,
@@ -24,6 +25,7 @@ def make_engine(
         max_tokens=settings.max_tokens,
         default_max_tokens=min(settings.default_max_tokens, settings.max_tokens),
         round_=round_,
+        on_route=on_route,
     )
 
 

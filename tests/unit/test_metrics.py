@@ -46,6 +46,8 @@ def test_updates_show_up_with_bounded_labels() -> None:
     metrics.set_eval_accuracy("poetry", 0.9)  # not a federation task
     metrics.set_topology(cluster_size=4, cluster_degree=3, spectral_gap=0.5)
     metrics.round_duration.observe(3.0)
+    metrics.expert_missed("arithmetic")
+    metrics.expert_missed("poetry")  # not a federation task
     got = samples(metrics)
     assert got[("solora_rounds_total", ())] == 1
     assert got[("solora_round", ())] == 7
@@ -61,6 +63,8 @@ def test_updates_show_up_with_bounded_labels() -> None:
     assert got[("solora_eval_accuracy", (("task", OTHER),))] == 0.9
     assert got[("solora_spectral_gap", ())] == 0.5
     assert got[("solora_round_duration_seconds_count", ())] == 1
+    assert got[("solora_expert_misses_total", (("task", "arithmetic"),))] == 1
+    assert got[("solora_expert_misses_total", (("task", OTHER),))] == 1
     with pytest.raises(ValueError):
         metrics.delta_applied("someone-else")
 
