@@ -141,7 +141,8 @@ class TrainSection(_Section):
     # Fits the built-in tasks' prompts in the chat format (at most ~60 tokens) and typical
     # user prompts; longer examples lose their oldest prompt tokens, and are counted.
     max_seq_len: int = Field(256, ge=8, le=4096)
-    lr: float = Field(2e-3, gt=0, lt=1)
+    # None: tied to the adapter's density, DENSE_LR / federation.density (defaults.py).
+    lr: float | None = Field(None, gt=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     seed: int = Field(0, ge=0)

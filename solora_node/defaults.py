@@ -11,3 +11,17 @@ FEDERATION_SEED = 20260224
 # of tasks (docs/scale.md). 4 keeps every expert of a federation of up to 5 tasks (the
 # usual size), and beyond that the 4 its prompts used last plus what neighbours ask for.
 DEFAULT_MAX_FOREIGN_EXPERTS = 4
+
+# The learning rate, tied to density: SO-LoRA trains a `density` share of B's entries
+# under a frozen A, so each step moves the adapter about `density` times as far as a
+# dense adapter's at the same rate. The rule lr = DENSE_LR / density keeps the step size
+# of a dense LoRA adapter, whose best rate on the validation splits was DENSE_LR; at the
+# default density 0.1 it gives 2e-2, the best SO-LoRA rate on validation, where
+# 1/sqrt(density) (6e-3) was clearly worse (docs/results.md, "Learning rate").
+DENSE_LR = 2e-3
+MAX_AUTO_LR = 0.1
+
+
+def auto_lr(density: float) -> float:
+    """The learning rate when `train.lr` is not set: DENSE_LR / density, at most 0.1."""
+    return min(DENSE_LR / density, MAX_AUTO_LR)

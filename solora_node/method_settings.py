@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from solora_node.adapter.spec import MaskSettings, SoLoraConfig
 from solora_node.config import FederationSection, TaskSection, TrainSection
 from solora_node.data.settings import TaskSettings
+from solora_node.defaults import auto_lr
 from solora_node.train.settings import TrainSettings
 
 
@@ -37,11 +38,12 @@ def mask_settings(fed: FederationSection) -> MaskSettings:
     )
 
 
-def train_settings(train: TrainSection) -> TrainSettings:
+def train_settings(train: TrainSection, density: float = 1.0) -> TrainSettings:
+    """The trainer's settings; an unset lr follows the adapter's density (auto_lr)."""
     return TrainSettings(
         batch_size=train.batch_size,
         max_seq_len=train.max_seq_len,
-        lr=train.lr,
+        lr=train.lr if train.lr is not None else auto_lr(density),
         weight_decay=train.weight_decay,
         grad_clip=train.grad_clip,
         seed=train.seed,

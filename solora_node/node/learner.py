@@ -69,7 +69,11 @@ class LocalLearner:
             )
         params = self.so.train_task(self.task)
         self.trainer = LocalTrainer(
-            loaded.model, loaded.tokenizer, self.data.train, params, train_settings(cfg.train)
+            loaded.model,
+            loaded.tokenizer,
+            self.data.train,
+            params,
+            train_settings(cfg.train, cfg.federation.density),
         )
         self.so.codes[self.task] = self._routing_code()
         # Held while the model's parameters change, so a checkpoint taken from another
