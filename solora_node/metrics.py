@@ -75,6 +75,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "solora_local_steps_total",
     "solora_train_seconds_total",
     "solora_compute_utilization",
+    "solora_eval_seconds_total",
     "solora_train_loss",
     "solora_eval_accuracy",
     "solora_bytes_sent_total",
@@ -117,6 +118,9 @@ class NodeMetrics:
         self.local_steps = Counter("solora_local_steps", "Local training steps", registry=r)
         self.train_seconds = Counter(
             "solora_train_seconds", "Wall time spent in local training steps", registry=r
+        )
+        self.eval_seconds = Counter(
+            "solora_eval_seconds", "Wall time spent evaluating the own task", registry=r
         )
         # Set to a function by the daemon (node/compute.py): read at scrape time.
         self.compute_utilization = Gauge(

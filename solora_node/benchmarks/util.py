@@ -106,6 +106,9 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
 
             per_node[name] = {
                 "utilisation": round(delta("solora_train_seconds_total") / wall, 4),
+                # Where the rest went: evaluation, and everything else (exchanges a
+                # round waited for, checkpoints, aggregation, pacing).
+                "eval_share": round(delta("solora_eval_seconds_total") / wall, 4),
                 "utilisation_gauge_60s": round(sample(a, "solora_compute_utilization"), 4),
                 "rounds": delta("solora_rounds_total"),
                 "local_steps": delta("solora_local_steps_total"),

@@ -229,9 +229,11 @@ class RoundLoop:
             masks = {d.mask_id: r for d in blocks if (r := self.ledger.mask(d.mask_id))}
             telemetry.report_mask(m, so.masks(task), blocks, masks)
         if round_ % self.cfg.metrics.eval_every == 0:
+            evaluating = time.monotonic()
             accuracy = await asyncio.to_thread(
                 self.learner.evaluate_own, self.cfg.task.eval_examples
             )
+            m.eval_seconds.inc(time.monotonic() - evaluating)
             m.set_eval_accuracy(task, accuracy)
             self.port.details["eval_accuracy"] = f"{accuracy:.4f}"
         if losses:
