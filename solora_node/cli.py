@@ -18,7 +18,10 @@ COMMANDS = {
     "demo": "a local federation on this machine (separate processes on loopback)",
     "sim": "in-process multi-device experiment (the paper's comparison)",
     "study": "the comparison done in full: lr choice on validation, seeds, intervals",
-    "bench": "benchmarks: payload, codec, train, net, routing, soak, poisoning, idle, serve, scale",
+    "bench": (
+        "benchmarks: payload, codec, train, net, routing, soak, poisoning, idle, serve, scale, "
+        "util, fleet"
+    ),
     "infer": "generate with a checkpoint's implicit mixture of experts",
     "export": "export experts as stock PEFT LoRA folders (optionally merged models)",
     "serve": "an OpenAI-compatible HTTP API over a checkpoint's experts",

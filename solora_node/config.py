@@ -225,6 +225,10 @@ class RoundsSection(_Section):
     min_interval_s: float = Field(
         2.0, ge=0, description="a round starts at least this long after the previous one"
     )
+    overlap_exchange: bool = Field(
+        True,
+        description="exchange while the next round trains; average at the next boundary",
+    )
     checkpoint_every_rounds: int | None = Field(
         10, gt=0, description="checkpoint after this many rounds (None = only by time)"
     )

@@ -73,6 +73,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "solora_rounds_total",
     "solora_round",
     "solora_local_steps_total",
+    "solora_train_seconds_total",
+    "solora_compute_utilization",
+    "solora_eval_seconds_total",
     "solora_train_loss",
     "solora_eval_accuracy",
     "solora_bytes_sent_total",
@@ -114,6 +117,18 @@ class NodeMetrics:
         self.rounds = Counter("solora_rounds", "Rounds completed", registry=r)
         self.round = Gauge("solora_round", "Current round of this node", registry=r)
         self.local_steps = Counter("solora_local_steps", "Local training steps", registry=r)
+        self.train_seconds = Counter(
+            "solora_train_seconds", "Wall time spent in local training steps", registry=r
+        )
+        self.eval_seconds = Counter(
+            "solora_eval_seconds", "Wall time spent evaluating the own task", registry=r
+        )
+        # Set to a function by the daemon (node/compute.py): read at scrape time.
+        self.compute_utilization = Gauge(
+            "solora_compute_utilization",
+            "Share of wall time in local training steps over the last 60 s (or since start)",
+            registry=r,
+        )
         self.train_loss = Gauge(
             "solora_train_loss", "Mean train loss of the last round", registry=r
         )

@@ -19,6 +19,8 @@ BENCHMARKS = {
     "idle": "CPU per tiny-model node with rounds unpaced vs paced (rounds.* defaults)",
     "serve": "OpenAI-compatible API: requests/s, latency, tokens/s, auto-routing cost",
     "scale": "topology planning and per-node round costs as nodes and tasks grow",
+    "util": "netns testbed, default model, slow lossy links: share of time in training",
+    "fleet": "netns testbed, as many tiny-model daemons as fit: discovery, rounds, CPU, RAM",
 }
 
 

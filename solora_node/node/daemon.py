@@ -39,6 +39,8 @@ from solora_node.net.server import PeerServer
 from solora_node.net.tls_watch import TlsWatch
 from solora_node.node import telemetry
 from solora_node.node.checkpoint_guard import CheckpointGuard
+from solora_node.node.compute import ComputeMeter
+from solora_node.node.exchanges import BackgroundExchanges
 from solora_node.node.identity import identity_verdict, new_incarnation, refuse_if_live_elsewhere
 from solora_node.node.learner import LocalLearner
 from solora_node.node.pacing import Pacer
@@ -89,6 +91,11 @@ class Node(RoundLoop):
         self.pacer = Pacer(
             rounds.min_interval_s, rounds.checkpoint_every_rounds, rounds.checkpoint_every_s
         )
+        self.compute = ComputeMeter()
+        self.background = BackgroundExchanges(
+            lambda address, peer: self.client.exchange(address, expected_node_id=peer),
+            lambda results: self.peers.record_exchanges(results),
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,6 +143,7 @@ class Node(RoundLoop):
         learner = self.learner = self._learner
         so = learner.so
         self.metrics = NodeMetrics(tasks=cfg.federation.tasks)
+        self.metrics.compute_utilization.set_function(self.compute.utilisation)
         self.metrics.set_info(
             node_id=self.node_id,
             task=cfg.task.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from solora_node.config import NodeConfig
 from solora_node.federation import round as round_step
@@ -21,6 +22,8 @@ from solora_node.net.client import PeerClient
 from solora_node.net.membership import MembershipView
 from solora_node.node import telemetry
 from solora_node.node.checkpoint_guard import CheckpointGuard
+from solora_node.node.compute import ComputeMeter
+from solora_node.node.exchanges import BackgroundExchanges
 from solora_node.node.learner import LocalLearner
 from solora_node.node.pacing import Pacer
 from solora_node.node.page import NodePage, peer_rows
@@ -55,6 +58,8 @@ class RoundLoop:
     checkpoints: CheckpointGuard
     page: NodePage
     pacer: Pacer
+    compute: ComputeMeter
+    background: BackgroundExchanges
     serving: LiveServing | None
     codes: round_step.CodesSchedule
     rule: AggregationRule
@@ -72,27 +77,44 @@ class RoundLoop:
         if not self.learner.calibrated:
             await self._agree_mask()
         max_rounds = self.cfg.rounds.max_rounds
-        while not self._stop.is_set() and (max_rounds is None or self.ledger.round < max_rounds):
-            started = time.monotonic()
-            round_ = round_step.next_round(self.ledger)
-            plan = self._plan()
-            losses = await asyncio.to_thread(self.learner.train_round)  # train
-            self._publish(round_)  # encode
-            await self._exchange(plan)  # send/receive
-            outcome = round_step.aggregate_round(  # aggregate
-                self.ledger, self.learner, round_, plan.mixing_weights(self.node_id), self.rule
-            )
-            if outcome.adopted is not None:
-                log.info("adopted the cluster head's mask %s", outcome.adopted.mask_id)
-            if outcome.peers:
-                self.metrics.delta_applied("own", len(outcome.peers))
-            if self.pacer.checkpoint_due(round_):
-                await asyncio.to_thread(self.checkpoints.save, self._checkpoint, round_)
-            if self.serving is not None:  # the API answers with this round's experts
-                self.serving.refresh(self.learner, round_, self.ledger.experts_held())
-            await self._report(round_, losses, outcome.distance, time.monotonic() - started)
-            self.rounds_done += 1
-            await wait_or_stop(self._stop, self.pacer.rest_after(started))  # pacing
+        overlap = self.cfg.rounds.overlap_exchange
+        try:
+            while not self._stop.is_set() and (
+                max_rounds is None or self.ledger.round < max_rounds
+            ):
+                started = time.monotonic()
+                round_ = round_step.next_round(self.ledger)
+                plan = self._plan()
+                losses = await self._train(self.learner.train_round)  # train
+                self._publish(round_)  # encode
+                if not overlap:
+                    await self._exchange(plan)  # send/receive, then average this round's
+                outcome = round_step.aggregate_round(  # aggregate
+                    self.ledger, self.learner, round_, plan.mixing_weights(self.node_id), self.rule
+                )
+                if overlap:  # send/receive while the next round trains (node/exchanges.py)
+                    self.background.start(self._neighbour_addresses(plan))
+                if outcome.adopted is not None:
+                    log.info("adopted the cluster head's mask %s", outcome.adopted.mask_id)
+                if outcome.peers:
+                    self.metrics.delta_applied("own", len(outcome.peers))
+                if self.pacer.checkpoint_due(round_):
+                    await asyncio.to_thread(self.checkpoints.save, self._checkpoint, round_)
+                if self.serving is not None:  # the API answers with this round's experts
+                    self.serving.refresh(self.learner, round_, self.ledger.experts_held())
+                await self._report(round_, losses, outcome.distance, time.monotonic() - started)
+                self.rounds_done += 1
+                await wait_or_stop(self._stop, self.pacer.rest_after(started))  # pacing
+        finally:
+            # A last round's block still goes out; a stop does not wait for slow links.
+            await self.background.finish(cancel=self._stop.is_set())
+
+    async def _train(self, steps: Callable[[], list[float]]) -> list[float]:
+        """Local steps in a worker thread (the event loop keeps serving peers), timed."""
+        with self.compute.training():
+            losses = await asyncio.to_thread(steps)
+        self.metrics.train_seconds.inc(self.compute.last_span_s)
+        return losses
 
     async def _recover_own_expert(self) -> None:
         """No checkpoint: first ask the neighbours for copies of our own expert (peers as
@@ -117,7 +139,7 @@ class RoundLoop:
 
     async def _agree_mask(self) -> None:
         """Warm up, then train under the cluster's mask if one exists, else calibrate our own."""
-        losses = await asyncio.to_thread(self.learner.warm_up)
+        losses = await self._train(self.learner.warm_up)
         if losses:
             self.metrics.local_steps.inc(len(losses))
         self._plan()
@@ -175,13 +197,17 @@ class RoundLoop:
         )
         return plan
 
+    def _neighbour_addresses(self, plan: TopologyPlan) -> dict[str, str]:
+        """The plan's neighbours this node has an address for, node id -> address."""
+        found = ((p, self.peers.address(p)) for p in plan.neighbours(self.node_id))
+        return {peer_id: address for peer_id, address in found if address is not None}
+
     async def _exchange(self, plan: TopologyPlan) -> list[wire.ExchangeResult]:
         """One exchange (both directions) with every neighbour, all at once, bounded in time."""
-        calls = []
-        for peer_id in plan.neighbours(self.node_id):
-            address = self.peers.address(peer_id)
-            if address is not None:
-                calls.append(self.client.exchange(address, expected_node_id=peer_id))
+        calls = [
+            self.client.exchange(address, expected_node_id=peer_id)
+            for peer_id, address in self._neighbour_addresses(plan).items()
+        ]
         if not calls:
             return []
         results = list(await asyncio.gather(*calls))
@@ -203,9 +229,11 @@ class RoundLoop:
             masks = {d.mask_id: r for d in blocks if (r := self.ledger.mask(d.mask_id))}
             telemetry.report_mask(m, so.masks(task), blocks, masks)
         if round_ % self.cfg.metrics.eval_every == 0:
+            evaluating = time.monotonic()
             accuracy = await asyncio.to_thread(
                 self.learner.evaluate_own, self.cfg.task.eval_examples
             )
+            m.eval_seconds.inc(time.monotonic() - evaluating)
             m.set_eval_accuracy(task, accuracy)
             self.port.details["eval_accuracy"] = f"{accuracy:.4f}"
         if losses:

@@ -675,7 +675,7 @@ def _work_dir(args: argparse.Namespace) -> Path:
     return Path(args.work_dir) if args.work_dir else default_work_dir(args.name)
 
 
-def _require_root() -> None:
+def require_root() -> None:
     if os.geteuid() != 0:
         raise TestbedError("network namespaces need root (run with sudo)")
     if shutil.which("ip") is None:
@@ -796,7 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _require_root()
+        require_root()
         code: int = args.func(args)
         return code
     except SoloraError as exc:

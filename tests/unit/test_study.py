@@ -130,3 +130,14 @@ def test_bytes_to_reach_is_none_when_never_reached() -> None:
     lora = {"mean": 0.9, "bytes_mean": 1000.0}
     assert bytes_to_reach([(10, 0.5, 10.0), (20, 0.6, 20.0)], lora) is None
     assert bytes_to_reach([(10, 0.5, 10.0), (20, 0.95, 20.0)], lora) == pytest.approx(0.98)
+
+
+def test_unset_learning_rate_follows_density() -> None:
+    from solora_node.config import TrainSection
+    from solora_node.defaults import DENSE_LR
+    from solora_node.method_settings import train_settings
+
+    assert train_settings(TrainSection(), 0.1).lr == pytest.approx(DENSE_LR / 0.1)
+    assert train_settings(TrainSection(), 1.0).lr == pytest.approx(DENSE_LR)
+    assert train_settings(TrainSection(), 0.001).lr == 0.1  # capped
+    assert train_settings(TrainSection(lr=0.005), 0.1).lr == 0.005  # set: kept
