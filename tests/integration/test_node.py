@@ -74,7 +74,10 @@ def test_four_nodes_two_tasks_discover_exchange_converge_and_stop(tmp_path: Path
         bx, by = block(finals[x][1], task), block(finals[y][1], task)
         assert bx.norm() > 0
         # Gossip keeps same-task nodes close; their shards differ, so they are not equal.
-        assert _relative(bx, by) < 0.05, (task, _relative(bx, by))
+        # Exchanges overlap the next round's training, so a node averages in its
+        # neighbour's block of the round before: the last blocks differ by up to two
+        # rounds of local steps (and nodes stop at slightly different rounds).
+        assert _relative(bx, by) < 0.1, (task, _relative(bx, by))
         # Every other node's copy of this expert is one of the cluster's recent blocks: at
         # most a few rounds behind (relays lag, and nodes stop at slightly different
         # rounds), so it is close to, though not always within 5% of, the final block.
