@@ -62,8 +62,20 @@ def markdown(summary: dict[str, Any]) -> str:
             "| method | lr | validation avg |",
             "|---|---|---|",
         ]
+        chosen = summary.get("chosen_lr", {})
+        tops = {
+            r["method"]: max(x["lr"] for x in summary["selection"] if x["method"] == r["method"])
+            for r in summary["selection"]
+        }
         for row in summary["selection"]:
-            lines.append(f"| {row['method']} | {row['lr']} | {_pct(row['validation'])} |")
+            mark = ""
+            if chosen.get(row["method"]) == row["lr"]:
+                mark = (
+                    " (chosen, top of the grid)"
+                    if row["lr"] == tops[row["method"]]
+                    else " (chosen)"
+                )
+            lines.append(f"| {row['method']} | {row['lr']}{mark} | {_pct(row['validation'])} |")
     lines += ["", "Paired differences (row minus column run, points, 95% interval):", ""]
     for name, d in summary["differences"].items():
         # SO-LoRA's auto gate against every other run, and the oracle gate against it.
