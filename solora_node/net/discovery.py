@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 SERVICE_TYPE = "_solora._tcp.local."
 RESOLVE_TIMEOUT_S = 3.0
 GOODBYE_TIMEOUT_S = 3.0
+# How long to ask for our own name before claiming it. zeroconf's probing alone listens
+# for ~0.5 s and a responder that answered a multicast less than a second ago stays
+# silent (RFC 6762 rate limit), so a busy machine could miss a live twin; this query asks
+# for a unicast answer and keeps asking (0.2, 0.4, 0.8 s apart) for the whole window.
+CLAIM_CHECK_S = 1.5
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _LABEL_MAX = 63  # bytes in one DNS label
 
@@ -255,6 +260,8 @@ class Discovery:
             parsed_addresses=addresses,
         )
         try:
+            if await self._name_taken(self._info.name):
+                raise NonUniqueNameException
             announced = await self._zc.async_register_service(self._info)
             await announced
         except BaseException as exc:
@@ -276,6 +283,12 @@ class Discovery:
             "all interfaces" if self._interfaces is InterfaceChoice.All else self._interfaces,
             ",".join(advert.hosts),
         )
+
+    async def _name_taken(self, name: str) -> bool:
+        """True when a live responder answers for `name` (only this node should)."""
+        assert self._zc is not None
+        twin = AsyncServiceInfo(SERVICE_TYPE, name)
+        return bool(await twin.async_request(self._zc.zeroconf, int(CLAIM_CHECK_S * 1000)))
 
     async def close(self) -> None:
         """Stop browsing, send the goodbye, close the sockets; safe to call twice."""
