@@ -11,7 +11,7 @@ from pathlib import Path
 
 from solora_node.errors import SoloraError
 
-STAGES = ("select", "seeds", "report")
+STAGES = ("select", "seeds", "pareto", "report")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stage",
         choices=STAGES,
         help="select: run the lr grid (seed 0); "
-        "seeds: every run at its chosen lr for each seed; report: merge",
+        "seeds: every run at its chosen lr for each seed; "
+        "pareto: SO-LoRA at other densities (lr scaled as 1/density); report: merge",
     )
     parser.add_argument("--out", type=Path, required=True, help="the study's folder")
     source = parser.add_mutually_exclusive_group()
@@ -38,7 +39,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="learning rates to choose from, e.g. 'solora=0.006,0.02;lora=0.002,0.006' "
         "(default: the grid in docs/results.md)",
     )
+    parser.add_argument(
+        "--densities",
+        default="0.05,0.25,0.5",
+        help="SO-LoRA densities of the pareto stage and report (default 0.05,0.25,0.5)",
+    )
     parser.set_defaults(handler=handle)
+
+
+def parse_densities(text: str) -> list[float]:
+    try:
+        values = [float(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise SoloraError(f"--densities: {text!r}; expected numbers in (0, 1]") from None
+    if not values or not all(0 < d <= 1 for d in values):
+        raise SoloraError(f"--densities: {text!r}; expected numbers in (0, 1]")
+    return values
 
 
 def parse_grid(text: str) -> dict[str, list[float]]:
@@ -66,7 +82,9 @@ def handle(args: argparse.Namespace) -> int:
     base: dict[str, object] = (
         read_sim_mapping(args.config) if args.config else {"preset": args.preset}
     )
-    from_mapping(dict(base)).check()  # a bad config fails here, not in every job
+    config = from_mapping(dict(base))
+    config.check()  # a bad config fails here, not in every job
+    densities = parse_densities(args.densities)
     grid = parse_grid(args.grid) if args.grid else study.GRID
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage == "select":
@@ -77,10 +95,18 @@ def handle(args: argparse.Namespace) -> int:
         runs = [r.strip() for r in args.runs.split(",") if r.strip()]
         jobs = study.seed_jobs(runs, chosen, list(range(args.seeds)))
         study.run_jobs(args.out, base, jobs, args.jobs)
+    if args.stage == "pareto":
+        if "solora" not in chosen:
+            raise SoloraError("study pareto: no SO-LoRA learning rate chosen yet; run select")
+        jobs = study.pareto_jobs(
+            chosen["solora"], config.density, densities, list(range(args.seeds))
+        )
+        study.run_jobs(args.out, base, jobs, args.jobs)
     if args.stage == "report":
         from solora_node.sim.study_report import write_report
 
         runs = [r.strip() for r in args.runs.split(",") if r.strip()]
-        for path in write_report(args.out, runs, chosen, list(range(args.seeds)), grid):
+        pareto = (config.density, densities)
+        for path in write_report(args.out, runs, chosen, list(range(args.seeds)), grid, pareto):
             logging.getLogger(__name__).info("wrote %s", path)
     return 0

@@ -175,3 +175,21 @@ def seed_jobs(runs: list[str], chosen: dict[str, float], seeds: list[int]) -> li
                 if lr is not None:
                     jobs.append(lr_job(run, seed, lr))
     return jobs
+
+
+def pareto_jobs(
+    chosen_lr: float, base_density: float, densities: list[float], seeds: list[int]
+) -> list[Job]:
+    """SO-LoRA at other densities, each with the learning rate scaled as 1/density from the
+    rate chosen at the base density (the daemon's rule, docs/method.md): the rule is what
+    is tested, no rate is tuned per density."""
+    return [
+        Job(
+            "solora",
+            seed,
+            {"density": density, "lr_by_method": {"solora": chosen_lr * base_density / density}},
+        )
+        for seed in seeds
+        for density in densities
+        if density != base_density
+    ]

@@ -34,16 +34,31 @@ def write_study_plots(summary: dict[str, Any], root: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, row in arms.items():
-        low, high = row["interval"]
-        mean = row["mean"]
+    pareto = summary.get("pareto") or {}
+    points = pareto.get("points") or [
+        {"label": label, "density": None, **row} for label, row in arms.items()
+    ]
+    # SO-LoRA's densities as one line, every other run as its own point.
+    line = sorted((p for p in points if p["density"] is not None), key=lambda p: p["density"])
+    if len(line) > 1:
+        ax.plot(
+            [p["bytes_mean"] for p in line],
+            [100 * p["mean"] for p in line],
+            color="grey",
+            linewidth=1,
+        )
+        for p in line:
+            ax.annotate(f"d={p['density']:g}", (p["bytes_mean"], 100 * p["mean"]), fontsize=7)
+    for p in points:
+        low, high = p["interval"]
+        mean = p["mean"]
         ax.errorbar(
-            [row["bytes_mean"] or 1.0],
+            [p["bytes_mean"] or 1.0],
             [100 * mean],
             yerr=[[100 * (mean - low)], [100 * (high - mean)]],
             fmt="o",
             capsize=3,
-            label=label,
+            label=p["label"],
         )
     ax.set_xscale("log")
     ax.set_xlabel("total bytes (all devices, all rounds)")

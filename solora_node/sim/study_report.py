@@ -300,19 +300,45 @@ def bytes_to_reach(curve: list[tuple[int, float, float]], lora: dict[str, Any]) 
     return None
 
 
+def summarise(
+    arms: list[Arm], base: dict[int, dict[str, np.ndarray]], seeds: list[int]
+) -> dict[str, Any]:
+    """The main comparison over `seeds` (the runs that have them all) with its targets, and
+    the runs with fewer seeds against everyone on the seeds they all have."""
+    complete = [a for a in arms if set(seeds) <= set(a.examples)] or arms
+    summary = analyse(complete, base)
+    summary["targets"] = targets(summary)
+    if len(complete) < len(arms):
+        fewer = analyse(arms, base)
+        fewer["partial_runs"] = [a.label for a in arms if a not in complete]
+        summary["fewer_seeds"] = fewer
+        named = {row["target"] for row in summary["targets"]}
+        for row in targets(fewer):
+            if row["target"] not in named:
+                row["measured"] += f" (seeds {fewer['seeds']} only)"
+                summary["targets"].append(row)
+    return summary
+
+
 def write_report(
     root: Path,
     runs: list[str],
     chosen: dict[str, float],
     seeds: list[int],
     grid: dict[str, list[float]],
+    pareto: tuple[float, list[float]] | None = None,
 ) -> list[Path]:
+    """study.json, study.md and the plots. Runs with every seed asked for make the main
+    comparison; runs with fewer seeds (a study stopped early) are compared with the others
+    on the seeds they all have, in a section of their own, never pulling the main
+    comparison down to fewer seeds. `pareto`: (the base density, the other densities)."""
     arms, base = collect(root, runs, chosen, seeds)
     if not arms:
         raise FileNotFoundError(f"{root}: no finished study runs for {runs}")
-    summary = analyse(arms, base)
+    summary = summarise(arms, base, seeds)
     summary["chosen_lr"] = chosen
-    summary["targets"] = targets(summary)
+    if pareto is not None and "solora" in chosen:
+        summary["pareto"] = pareto_points(root, chosen["solora"], *pareto, seeds, arms, base)
     summary["selection"] = selection_table(root, seeds[0], grid)
     out = [root / "study.json", root / "study.md"]
     out[0].write_text(json.dumps(summary, indent=1) + "\n")
@@ -338,3 +364,49 @@ def selection_table(root: Path, seed: int, grid: dict[str, list[float]]) -> list
                     {"method": method, "lr": lr, "validation": validation_score(res, method)}
                 )
     return rows
+
+
+def pareto_points(
+    root: Path,
+    solora_lr: float,
+    base_density: float,
+    densities: list[float],
+    seeds: list[int],
+    arms: list[Arm],
+    base: dict[int, dict[str, np.ndarray]],
+) -> dict[str, Any]:
+    """Accuracy against total bytes: SO-LoRA (auto gate) at each density that has results,
+    beside the other methods, all on the seeds they share."""
+    from solora_node.sim.study import pareto_jobs
+
+    found: dict[float, dict[int, dict[str, Any]]] = {}
+    rates: dict[float, float] = {}
+    for job in pareto_jobs(solora_lr, base_density, densities, seeds):
+        results = job_results(root, job)
+        if results is not None:
+            found.setdefault(job.overrides["density"], {})[job.seed] = results
+            rates[job.overrides["density"]] = job.overrides["lr_by_method"]["solora"]
+    if not found:
+        return {}
+    points = []
+    for d, have in found.items():
+        point = _arms_of("solora", have, rates[d], "solora")[0]  # the auto gate
+        point.label = f"solora d={d:g}"
+        points.append(point)
+    others = [a for a in arms if "oracle" not in a.label and "@" not in a.run]
+    summary = analyse(points + others, base)
+    density = {f"solora d={d:g}": d for d in found} | {"solora (auto gate)": base_density}
+    rows = []
+    for arm in points + others:
+        row = summary["arms"][arm.label]
+        rows.append(
+            {
+                "label": arm.label,
+                "density": density.get(arm.label),
+                "lr": arm.lr,
+                "mean": row["mean"],
+                "interval": row["interval"],
+                "bytes_mean": row["bytes_mean"],
+            }
+        )
+    return {"seeds": summary["seeds"], "points": rows}

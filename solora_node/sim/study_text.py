@@ -17,14 +17,8 @@ def _mb(n: float | None) -> str:
     return "-" if n is None else f"{n / 1e6:.2f} MB"
 
 
-def markdown(summary: dict[str, Any]) -> str:
-    arms = summary["arms"]
-    tasks = sorted(summary["examples_per_task"])
-    seeds = summary["seeds"]
+def _table(arms: dict[str, Any], tasks: list[str]) -> list[str]:
     lines = [
-        f"Seeds {seeds}; scored examples per task {summary['examples_per_task']}; "
-        "accuracy in % (mean over seeds, 95% bootstrap interval over examples and seeds).",
-        "",
         "| run | lr | " + " | ".join(tasks) + " | avg | 95% interval | bytes (mean) | "
         "validation avg |",
         "|---|---|" + "---|" * (len(tasks) + 4),
@@ -36,6 +30,45 @@ def markdown(summary: dict[str, Any]) -> str:
             + f" | {_pct(row['mean'])} | {_ci(row['interval'])} | "
             + f"{_mb(row.get('bytes_mean'))} | {_pct(row.get('validation_mean'))} |"
         )
+    return lines
+
+
+def _differences(differences: dict[str, Any], only: set[str] | None = None) -> list[str]:
+    lines = []
+    for name, d in differences.items():
+        # SO-LoRA's auto gate against every other run, and the oracle gate against it.
+        if not (
+            name.startswith("solora (auto gate) - ")
+            or name == "solora (oracle gate) - solora (auto gate)"
+        ):
+            continue
+        if only is not None and name.split(" - ", 1)[1] not in only:
+            continue
+        lines.append(f"- {name}: {100 * d['mean']:+.1f} {_ci(d['interval'])} ({d['verdict']})")
+    return lines
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    arms = summary["arms"]
+    tasks = sorted(summary["examples_per_task"])
+    seeds = summary["seeds"]
+    lines = [
+        f"Seeds {seeds}; scored examples per task {summary['examples_per_task']}; "
+        "accuracy in % (mean over seeds, 95% bootstrap interval over examples and seeds).",
+        "",
+        *_table(arms, tasks),
+    ]
+    fewer = summary.get("fewer_seeds")
+    if fewer:
+        lines += [
+            "",
+            f"Runs with fewer seeds ({', '.join(fewer['partial_runs'])}), compared with the "
+            f"others on the seeds they all have, {fewer['seeds']}:",
+            "",
+            *_table(fewer["arms"], tasks),
+            "",
+            *_differences(fewer["differences"], set(fewer["partial_runs"])),
+        ]
     lines += ["", "| target | measured | met? |", "|---|---|---|"]
     for t in summary["targets"]:
         lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |")
@@ -76,13 +109,22 @@ def markdown(summary: dict[str, Any]) -> str:
                     else " (chosen)"
                 )
             lines.append(f"| {row['method']} | {row['lr']}{mark} | {_pct(row['validation'])} |")
+    pareto = summary.get("pareto")
+    if pareto:
+        lines += [
+            "",
+            f"Accuracy against bytes (seeds {pareto['seeds']}; SO-LoRA at each density with "
+            "the learning rate scaled as 1/density from the chosen one):",
+            "",
+            "| run | density | lr | avg | 95% interval | bytes (mean) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in sorted(pareto["points"], key=lambda p: p["bytes_mean"]):
+            density = "-" if p["density"] is None else f"{p['density']:g}"
+            lines.append(
+                f"| {p['label']} | {density} | {p['lr']:.3g} | {_pct(p['mean'])} | "
+                f"{_ci(p['interval'])} | {_mb(p['bytes_mean'])} |"
+            )
     lines += ["", "Paired differences (row minus column run, points, 95% interval):", ""]
-    for name, d in summary["differences"].items():
-        # SO-LoRA's auto gate against every other run, and the oracle gate against it.
-        if not (
-            name.startswith("solora (auto gate) - ")
-            or name == "solora (oracle gate) - solora (auto gate)"
-        ):
-            continue
-        lines.append(f"- {name}: {100 * d['mean']:+.1f} {_ci(d['interval'])} ({d['verdict']})")
+    lines += _differences(summary["differences"])
     return "\n".join(lines) + "\n"

@@ -10,13 +10,20 @@ import numpy as np
 import pytest
 
 from solora_node.commands.sim import with_runs
-from solora_node.commands.study import parse_grid
+from solora_node.commands.study import parse_densities, parse_grid
 from solora_node.data.examples import DataError
 from solora_node.data.tasks import builtin_task
 from solora_node.errors import SoloraError
 from solora_node.sim.config import PRESETS, SimConfigError, from_mapping
-from solora_node.sim.study import Job, choose_lr, lr_job, seed_jobs, selection_jobs
-from solora_node.sim.study_report import Arm, analyse, bytes_to_reach, targets
+from solora_node.sim.study import (
+    Job,
+    choose_lr,
+    lr_job,
+    pareto_jobs,
+    seed_jobs,
+    selection_jobs,
+)
+from solora_node.sim.study_report import Arm, analyse, bytes_to_reach, summarise, targets
 
 
 def test_validation_is_held_out_of_train_before_sharding() -> None:
@@ -124,6 +131,30 @@ def test_bootstrap_calls_a_clear_gap_a_win_and_noise_no_difference() -> None:
     assert rows["SO-LoRA (auto) above LoRA-DFL by >= 5 pts, interval excluding 0"]["met"]
     reach = rows[">= 90% fewer bytes than LoRA-DFL to reach LoRA-DFL's final accuracy"]
     assert reach["met"] and "99.5% fewer" in reach["measured"]
+
+
+def test_runs_with_fewer_seeds_do_not_shrink_the_main_comparison() -> None:
+    base = {s: {t: np.zeros(64) for t in ("a", "b")} for s in range(3)}
+    arms = [
+        _arm("solora (auto gate)", 0.8, 1_000),
+        _arm("lora", 0.3, 100_000),
+        _arm("lori", 0.5, 5_000, seeds=1),
+    ]
+    summary = summarise(arms, base, [0, 1, 2])
+    assert summary["seeds"] == [0, 1, 2] and "lori" not in summary["arms"]
+    fewer = summary["fewer_seeds"]
+    assert fewer["seeds"] == [0] and fewer["partial_runs"] == ["lori"]
+    assert fewer["differences"]["solora (auto gate) - lori"]["verdict"] == "win"
+    lori = [row for row in summary["targets"] if row["target"].startswith("above LoRI")]
+    assert len(lori) == 1 and lori[0]["met"] and "(seeds [0] only)" in lori[0]["measured"]
+
+
+def test_pareto_jobs_scale_the_rate_as_one_over_density() -> None:
+    jobs = pareto_jobs(0.06, 0.1, [0.05, 0.1, 0.5], [0])
+    rates = {j.overrides["density"]: j.overrides["lr_by_method"]["solora"] for j in jobs}
+    assert rates == pytest.approx({0.05: 0.12, 0.5: 0.012})  # the base density is not rerun
+    with pytest.raises(SoloraError, match="--densities"):
+        parse_densities("0.1,2")
 
 
 def test_bytes_to_reach_is_none_when_never_reached() -> None:
