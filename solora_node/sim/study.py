@@ -145,7 +145,7 @@ GRID: dict[str, list[float]] = {
     "solora": [6e-3, 2e-2, 6e-2, 0.2],
     "lora": [2e-3, 6e-3, 2e-2],
     "hard_moe": [2e-3, 6e-3, 2e-2],
-    "lori": [6e-3, 2e-2, 6e-2, 0.2],
+    "lori": [6e-3, 2e-2, 6e-2, 0.2, 0.6],
 }
 FOLLOWS = {"local": "lora"}
 

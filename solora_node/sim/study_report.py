@@ -376,7 +376,8 @@ def pareto_points(
     base: dict[int, dict[str, np.ndarray]],
 ) -> dict[str, Any]:
     """Accuracy against total bytes: SO-LoRA (auto gate) at each density that has results,
-    beside the other methods, all on the seeds they share."""
+    beside the other methods; each point over the seeds it has, with its paired difference
+    to hard MoE on those seeds."""
     from solora_node.sim.study import pareto_jobs
 
     found: dict[float, dict[int, dict[str, Any]]] = {}
@@ -394,19 +395,25 @@ def pareto_points(
         point.label = f"solora d={d:g}"
         points.append(point)
     others = [a for a in arms if "oracle" not in a.label and "@" not in a.run]
-    summary = analyse(points + others, base)
+    reference = next((a for a in others if a.run == "hard_moe"), None)
     density = {f"solora d={d:g}": d for d in found} | {"solora (auto gate)": base_density}
     rows = []
     for arm in points + others:
+        # Each point over its own seeds, with its paired gap to hard MoE on those seeds.
+        group = [arm] if reference is None or arm is reference else [arm, reference]
+        summary = analyse(group, base)
         row = summary["arms"][arm.label]
+        gap = summary["differences"].get(f"{arm.label} - hard_moe")
         rows.append(
             {
                 "label": arm.label,
                 "density": density.get(arm.label),
                 "lr": arm.lr,
+                "seeds": summary["seeds"],
                 "mean": row["mean"],
                 "interval": row["interval"],
                 "bytes_mean": row["bytes_mean"],
+                "minus_hard_moe": gap,
             }
         )
-    return {"seeds": summary["seeds"], "points": rows}
+    return {"points": rows}

@@ -113,17 +113,21 @@ def markdown(summary: dict[str, Any]) -> str:
     if pareto:
         lines += [
             "",
-            f"Accuracy against bytes (seeds {pareto['seeds']}; SO-LoRA at each density with "
-            "the learning rate scaled as 1/density from the chosen one):",
+            "Accuracy against bytes (SO-LoRA at each density with the learning rate scaled "
+            "as 1/density from the chosen one; each row over its own seeds, with its paired "
+            "difference to hard MoE on those seeds):",
             "",
-            "| run | density | lr | avg | 95% interval | bytes (mean) |",
-            "|---|---|---|---|---|---|",
+            "| run | density | lr | seeds | avg | 95% interval | bytes (mean) | minus hard MoE |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for p in sorted(pareto["points"], key=lambda p: p["bytes_mean"]):
             density = "-" if p["density"] is None else f"{p['density']:g}"
+            gap = p.get("minus_hard_moe")
+            gap_text = "-" if not gap else f"{100 * gap['mean']:+.1f} {_ci(gap['interval'])}"
             lines.append(
-                f"| {p['label']} | {density} | {p['lr']:.3g} | {_pct(p['mean'])} | "
-                f"{_ci(p['interval'])} | {_mb(p['bytes_mean'])} |"
+                f"| {p['label']} | {density} | {p['lr']:.3g} | {len(p['seeds'])} | "
+                f"{_pct(p['mean'])} | {_ci(p['interval'])} | {_mb(p['bytes_mean'])} | "
+                f"{gap_text} |"
             )
     lines += ["", "Paired differences (row minus column run, points, 95% interval):", ""]
     lines += _differences(summary["differences"])
