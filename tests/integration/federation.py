@@ -53,12 +53,20 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds. A scrape that fails on the way (a connection reset
+    while the node is busy) is one more "not yet"; if the wait times out, the last such
+    error is in the message, so a node that died is still reported as such."""
     deadline = time.monotonic() + timeout
+    last_error: OSError | None = None
     while time.monotonic() < deadline:
-        if condition():
-            return
+        try:
+            if condition():
+                return
+        except OSError as err:  # urllib's URLError and ConnectionResetError among them
+            last_error = err
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    why = f" (last error: {last_error!r})" if last_error is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{why}")
 
 
 def latest_checkpoint(data_dir: Path) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
