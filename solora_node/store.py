@@ -17,7 +17,6 @@ Only safetensors and JSON are read: nothing on disk can run code.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -37,6 +36,7 @@ import torch
 from safetensors.torch import load as parse_safetensors
 from safetensors.torch import save as serialize_safetensors
 
+from solora_node.durable import TMP_PREFIX, fsync_dir, write_durably
 from solora_node.errors import SoloraError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ LOCK_FILE = ".lock"
 QUARANTINE_DIR = "quarantine"  # unusable checkpoints, moved aside by a writing store
 # Work in progress and the replaced copy of a re-saved round; both hidden so that
 # nothing reading ckpt-* ever sees them.
-_TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 _CKPT_NAME = re.compile(r"^ckpt-(\d{8,})$")
 _DEBRIS_NAME = re.compile(r"^\.(tmp|old)-(ckpt-\d{8,})-[0-9a-f]+$")
@@ -166,12 +165,12 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint meta is not plain JSON: {exc}") from None
         final = self.root / checkpoint_dir_name(round)
         with self._save_lock:
-            tmp = self.root / f"{_TMP_PREFIX}{final.name}-{secrets.token_hex(4)}"
+            tmp = self.root / f"{TMP_PREFIX}{final.name}-{secrets.token_hex(4)}"
             tmp.mkdir()
             try:
-                _write_durably(tmp / TENSORS_FILE, payload)
-                _write_durably(tmp / MANIFEST_FILE, manifest_bytes)
-                _fsync_dir(tmp)
+                write_durably(tmp / TENSORS_FILE, payload)
+                write_durably(tmp / MANIFEST_FILE, manifest_bytes)
+                fsync_dir(tmp)
                 self._publish(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -191,11 +190,11 @@ class CheckpointStore:
             except BaseException:
                 os.rename(old, final)
                 raise
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
     def _prune(self, saved_round: int) -> None:
         stored = self.list()
@@ -205,7 +204,7 @@ class CheckpointStore:
         for ckpt in doomed:
             shutil.rmtree(ckpt.path, ignore_errors=True)
         if doomed:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
     def _prune_to_keep(self) -> None:
         doomed = self.list()[: -self.keep]
@@ -213,7 +212,7 @@ class CheckpointStore:
             shutil.rmtree(ckpt.path, ignore_errors=True)
             log.info("removed %s: more than keep=%d after a crash", ckpt.path, self.keep)
         if doomed:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
     def _quarantine(self, path: Path) -> str:
         """Move an unusable checkpoint aside (never pruned, kept for inspection)."""
@@ -241,7 +240,7 @@ class CheckpointStore:
             else:
                 shutil.rmtree(entry, ignore_errors=True)
                 log.info("removed %s left by an interrupted save", entry)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     # ---- reading -----------------------------------------------------------------
 
@@ -407,36 +406,6 @@ def _plain_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
         storages.add(pointer)
         result[name] = plain
     return result
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(4)}")
-    try:
-        _write_durably(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    # "x": a name collision is a bug to surface, not a file to append to.
-    with open(path, "xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in `path` survive power loss, not only a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _acquire_writer_lock(root: Path) -> IO[bytes]:

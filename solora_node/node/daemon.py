@@ -22,6 +22,7 @@ from pathlib import Path
 from solora_node import __version__
 from solora_node.config import NodeConfig
 from solora_node.data_dir import CHECKPOINT_DIR, RUNTIME_INFO, SUMMARY
+from solora_node.durable import atomic_write_bytes
 from solora_node.federation import round as round_step
 from solora_node.federation.aggregate import AggregationRule
 from solora_node.federation.holding import Holding
@@ -58,7 +59,7 @@ from solora_node.node.startup import (
 from solora_node.ops_metrics import OperatorMetrics
 from solora_node.protocol.messages import PROTOCOL_VERSION
 from solora_node.serving.live import LiveServing
-from solora_node.store import CheckpointStore, atomic_write_bytes
+from solora_node.store import CheckpointStore
 
 log = logging.getLogger("solora_node.node")
 

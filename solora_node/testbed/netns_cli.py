@@ -16,12 +16,14 @@ import yaml
 from solora_node.config import deep_merge
 from solora_node.errors import SoloraError
 from solora_node.testbed.netns import (
-    DEFAULT_SUBNET,
-    STATE_FILE,
     Testbed,
-    default_work_dir,
     require_root,
     teardown_namespaces,
+)
+from solora_node.testbed.netns_plan import (
+    DEFAULT_SUBNET,
+    STATE_FILE,
+    default_work_dir,
 )
 
 

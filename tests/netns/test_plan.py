@@ -12,8 +12,10 @@ import yaml
 
 from solora_node.testbed import nsnet
 from solora_node.testbed.netns import (
-    METRICS_PORT,
     Testbed,
+)
+from solora_node.testbed.netns_plan import (
+    METRICS_PORT,
     TestbedError,
     check_name,
     namespace_prefix,

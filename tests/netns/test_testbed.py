@@ -24,10 +24,12 @@ import pytest
 
 from solora_node.testbed import nsnet
 from solora_node.testbed.netns import (
+    Testbed,
+)
+from solora_node.testbed.netns_plan import (
     FAST_BASE,
     GRPC_PORT,
     HOST_IF,
-    Testbed,
     namespace_prefix,
 )
 

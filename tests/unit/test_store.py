@@ -19,13 +19,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from solora_node.durable import atomic_write_bytes
 from solora_node.store import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     TENSORS_FILE,
     CheckpointError,
     CheckpointStore,
-    atomic_write_bytes,
     load_checkpoint,
 )
 
