@@ -13,8 +13,8 @@ directions) and an nftables table inside the host namespace dropping a share of 
 keeps running (like a radio link that fails). State (pids with their kernel start times,
 addresses, impairments) lives in WORK_DIR/state.json, so `down` works from another process.
 
-CLI (netns_cli.py): python -m solora_node.testbed.netns up|down|status|link|impair ...
-(root required).
+The plan (names, addresses, host state, FAST_BASE) is netns_plan.py; the CLI (netns_cli.py):
+python -m solora_node.testbed.netns up|down|status|link|impair ... (root required).
 """
 
 from __future__ import annotations
